@@ -1,0 +1,58 @@
+# eargate — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := $(CURDIR)/.venv
+LISTEN ?= 127.0.0.1:8443
+METRICS_LISTEN ?= 127.0.0.1:9090
+EARGATE := target/debug/eargate
+
+.PHONY: all build run certs test test-deps lint fmt test-rust test-chart bench bench-webhook bench-reencrypt bench-verify image crd docs clean-certs
+
+all: build
+
+build:
+	$(CARGO) build --bin eargate
+
+## certs: development CA + serving certificate in certs/ (kept when present)
+certs: build
+	@if [ ! -f certs/tls.crt ] || [ ! -f certs/tls.key ] || [ ! -f certs/ca.crt ]; then \
+	  $(EARGATE) certs --out-dir certs --dns-name localhost --ip 127.0.0.1 \
+	    --dns-name eargate-webhook.eargate-system.svc; \
+	else echo "certs/: using the existing development certificates"; fi
+
+## run: start the admission server locally with dev certificates
+run: certs
+	@echo
+	@echo "eargate serve on https://$(LISTEN) (metrics on http://$(METRICS_LISTEN)/metrics). Try it from another shell:"
+	@echo
+	@echo "  curl --cacert certs/ca.crt -H 'Content-Type: application/json' \\"
+	@echo "       --data @examples/review-remove-active-key.json https://localhost:$(lastword $(subst :, ,$(LISTEN)))/validate"
+	@echo
+	@echo "  ($(EARGATE) check --old examples/cluster-active.yaml --new examples/cluster-remove-active-key.yaml tries the same edit offline)"
+	@echo
+	$(EARGATE) serve --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) \
+	  --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key
+
+## test: install what the tests need, then run every test (what CI runs)
+test: test-deps lint test-rust test-chart
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust:
+	EARGATE_REQUIRE_TOOLS=1 EARGATE_PYTHON=$(VENV)/bin/python $(CARGO) test --workspace --all-targets
+
+test-chart:
+	@if [ -d tests/chart ]; then EARGATE_REQUIRE_TOOLS=1 $(VENV)/bin/python -m pytest -q tests/chart; fi
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: every benchmark (criterion), then the load benchmarks
+bench:
+	$(CARGO) bench --workspace
+

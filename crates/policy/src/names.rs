@@ -1,0 +1,63 @@
+//! One place for every name eargate shares with Kubernetes, Kubermatic and itself:
+//! API coordinates, condition types, annotation and label keys, storage prefixes and
+//! defaults. Other crates import these instead of repeating the strings.
+
+/// API group of the Cluster resource.
+pub const CLUSTER_GROUP: &str = "kubermatic.k8c.io";
+/// API version of the Cluster resource.
+pub const CLUSTER_VERSION: &str = "v1";
+/// Kind of the Cluster resource.
+pub const CLUSTER_KIND: &str = "Cluster";
+/// Plural resource name of the Cluster resource.
+pub const CLUSTER_PLURAL: &str = "clusters";
+/// The status subresource name, as it appears in `request.subResource`.
+pub const STATUS_SUBRESOURCE: &str = "status";
+
+/// Feature gate that must be on before encryption can be enabled.
+pub const FEATURE_ENCRYPTION_AT_REST: &str = "encryptionAtRest";
+/// Condition (in Kubermatic's condition map) that says encryption has been initialized.
+pub const CONDITION_ENCRYPTION_INITIALIZED: &str = "EncryptionInitialized";
+
+/// Prefix of `status.encryption.activeKey` for secretbox keys: `secretbox/<key name>`.
+pub const ACTIVE_KEY_SECRETBOX_PREFIX: &str = "secretbox/";
+/// `status.encryption.activeKey` when data is stored in plaintext.
+pub const ACTIVE_KEY_IDENTITY: &str = "identity";
+
+/// kube-apiserver's storage prefix for a secretbox-sealed value: `k8s:enc:secretbox:v1:<key name>:`.
+pub const SECRETBOX_STORAGE_PREFIX: &str = "k8s:enc:secretbox:v1:";
+/// Every kube-apiserver encryption provider writes values starting with this.
+pub const ENCRYPTED_VALUE_PREFIX: &str = "k8s:enc:";
+/// Secretbox keys are exactly this many bytes.
+pub const SECRETBOX_KEY_LEN: usize = 32;
+
+/// Default identity allowed to change `status.encryption` (the reconciler's ServiceAccount).
+pub const DEFAULT_STATUS_WRITER: &str = "system:serviceaccount:eargate-system:eargate-reconciler";
+/// Resources encrypted when the user enables encryption without naming any.
+pub const DEFAULT_RESOURCES: &[&str] = &["secrets"];
+
+/// Annotation on a Cluster: set to any new value to retry a `Failed` rollout.
+pub const ANNOTATION_RETRY: &str = "eargate.k8c.io/retry";
+/// Annotation on the API server's pod template carrying the rendered config's hash.
+pub const ANNOTATION_CONFIG_HASH: &str = "eargate.k8c.io/encryption-config-hash";
+/// Label on the rendered Secret carrying its content hash.
+pub const LABEL_CONFIG_HASH: &str = "eargate.k8c.io/encryption-config-hash";
+/// Label on objects eargate manages.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "eargate";
+
+/// Default kube-apiserver Deployment in the control-plane namespace.
+pub const DEFAULT_APISERVER_DEPLOYMENT: &str = "apiserver";
+/// Default Secret holding the rendered EncryptionConfiguration.
+pub const DEFAULT_CONFIG_SECRET: &str = "apiserver-encryption-configuration";
+/// Data key of the rendered EncryptionConfiguration inside its Secret.
+pub const DEFAULT_CONFIG_SECRET_KEY: &str = "encryption-configuration.yaml";
+/// Default Secret with a kubeconfig for the user cluster's API.
+pub const DEFAULT_ADMIN_KUBECONFIG_SECRET: &str = "admin-kubeconfig";
+/// Data key of the kubeconfig inside its Secret.
+pub const DEFAULT_ADMIN_KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// Control-plane namespace when `status.namespaceName` is not set yet.
+pub fn default_control_plane_namespace(cluster_name: &str) -> String {
+    format!("cluster-{cluster_name}")
+}

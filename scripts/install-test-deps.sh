@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh machine of this project's kind
+# (Debian with the Rust toolchain, Python 3 and pip; root; Debian and PyPI reachable).
+# Idempotent: each step is skipped when its tool is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v etcd >/dev/null || apt_packages+=(etcd-server)
+command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
+command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "install-test-deps: apt-get install ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+# Python tools for the chart tests and the libsodium cross-check, in a project venv.
+venv=.venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements.sha"
+want=$(sha256sum scripts/requirements-test.txt | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "install-test-deps: pip install -r scripts/requirements-test.txt"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  echo "$want" > "$stamp"
+fi
+echo "install-test-deps: etcd $(etcd --version | head -1 | awk '{print $3}'), protoc $(protoc --version | awk '{print $2}'), python venv ready"

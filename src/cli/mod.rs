@@ -1,0 +1,46 @@
+//! The `eargate` command line. Each subcommand lives in its own module with its `Args`
+//! and a `run` function; this module only parses and dispatches.
+//!
+//! Exit codes shared by every subcommand: 0 success/allowed, 1 a negative verdict
+//! (denied, not verified, failures), 2 bad input or usage errors.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod keygen;
+
+/// Exit code for bad input, usage and connection errors.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "eargate", version, about = "Admission gate and reconciler for Kubernetes encryption at rest")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a fresh secretbox key (base64 of 32 random bytes).
+    Keygen(keygen::Args),
+}
+
+/// Runs the parsed command line and turns errors into exit code 2 with a clear message.
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// Builds the multi-threaded runtime used by the long-running and networked subcommands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

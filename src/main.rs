@@ -1,0 +1,13 @@
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // One rustls crypto provider for the whole process (server, kube client, etcd client).
+    // Installing it explicitly keeps rustls from guessing when two are linked in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = eargate::cli::Cli::parse();
+    eargate::cli::main(cli)
+}
