@@ -27,6 +27,8 @@ pub const ACTIVE_KEY_IDENTITY: &str = "identity";
 pub const SECRETBOX_STORAGE_PREFIX: &str = "k8s:enc:secretbox:v1:";
 /// Every kube-apiserver encryption provider writes values starting with this.
 pub const ENCRYPTED_VALUE_PREFIX: &str = "k8s:enc:";
+/// kube-apiserver's default `--etcd-prefix`: objects live under `/registry/<resource>/…`.
+pub const DEFAULT_ETCD_PREFIX: &str = "/registry";
 /// Secretbox keys are exactly this many bytes.
 pub const SECRETBOX_KEY_LEN: usize = 32;
 
@@ -61,3 +63,18 @@ pub const DEFAULT_ADMIN_KUBECONFIG_KEY: &str = "kubeconfig";
 pub fn default_control_plane_namespace(cluster_name: &str) -> String {
     format!("cluster-{cluster_name}")
 }
+
+/// Name of the reconciler: its Lease, field manager and Event reporting controller.
+pub const RECONCILER_NAME: &str = "eargate-reconciler";
+/// Default namespace of the reconciler's leader Lease.
+pub const DEFAULT_LEASE_NAMESPACE: &str = "eargate-system";
+/// Default address of the reconciler's `/metrics`, `/healthz` and `/readyz`.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9090";
+/// Default time an API server rollout may take before the phase turns `Failed`.
+pub const DEFAULT_ROLLOUT_TIMEOUT: &str = "15m";
+
+/// Audit annotation key with the decision (`allowed`/`denied`). kube-apiserver prefixes
+/// webhook audit keys with `<webhook name>/`, so the key itself must not contain a `/`.
+pub const AUDIT_DECISION: &str = "decision";
+/// Audit annotation key with the comma-separated rule ids of a denial.
+pub const AUDIT_RULES: &str = "rules";

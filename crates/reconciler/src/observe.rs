@@ -1,0 +1,325 @@
+//! Builds the planner's [`Observed`] from the API, fresh (GETs, not the reflector cache).
+//!
+//! Reads, in this order: the Cluster; the rendered-config Secret; every Secret named by a
+//! `secretRef`; the API server Deployment and its Pods; the re-encryption Job of the current
+//! config. Nothing here decides anything.
+
+use std::collections::BTreeMap;
+
+use eargate_policy::model::Cluster;
+use eargate_policy::names;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::context::Error;
+use crate::plan::{JobState, KeySecret, Observed, Rendered, Rollout, Settings, ANNOTATION_ROLLOUT_STARTED};
+
+/// What one observation found: the planner's input plus the raw Job (for its timing metric).
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub observed: Observed,
+    /// The re-encryption Job of the current config, as read.
+    pub job: Option<Job>,
+}
+
+/// Reads everything the planner needs about the Cluster `name`. `None` when it is gone.
+pub async fn observe(client: &Client, settings: &Settings, name: &str) -> Result<Option<Observation>, Error> {
+    let clusters: Api<Cluster> = Api::all(client.clone());
+    let Some(cluster) = clusters
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading Cluster {name}"), e))?
+    else {
+        return Ok(None);
+    };
+    let namespace = Observed::namespace_of(&cluster);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+
+    let rendered = secrets
+        .get_opt(&settings.config_secret)
+        .await
+        .map_err(|e| Error::kube_secret(format!("reading Secret {namespace}/{}", settings.config_secret), e))?
+        .map(|s| rendered_from(s, &settings.config_secret_key));
+
+    let mut key_secrets = BTreeMap::new();
+    for secret_name in referenced_secrets(&cluster) {
+        let found = secrets
+            .get_opt(&secret_name)
+            .await
+            .map_err(|e| Error::kube_secret(format!("reading key Secret {namespace}/{secret_name}"), e))?;
+        key_secrets.insert(secret_name, key_secret_from(found));
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let rollout = match deployments
+        .get_opt(&settings.apiserver_deployment)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("reading Deployment {namespace}/{}", settings.apiserver_deployment),
+                e,
+            )
+        })? {
+        None => None,
+        Some(deployment) => {
+            let pods = list_pods(client, &namespace, &deployment).await?;
+            Some(rollout_from(&deployment, &pods))
+        }
+    };
+
+    let job = match rendered.as_ref().and_then(crate::job::job_name_for) {
+        None => None,
+        Some(job_name) => {
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+            jobs.get_opt(&job_name)
+                .await
+                .map_err(|e| Error::kube(format!("reading Job {namespace}/{job_name}"), e))?
+        }
+    };
+
+    let observed = Observed {
+        cluster,
+        namespace,
+        rendered,
+        key_secrets,
+        rollout,
+        job: job.as_ref().map(job_state),
+        now: Timestamp::now(),
+    };
+    Ok(Some(Observation { observed, job }))
+}
+
+/// Names of the Secrets the spec's `secretRef` keys point to, each once, in spec order.
+pub fn referenced_secrets(cluster: &Cluster) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let keys = cluster
+        .spec
+        .encryption_configuration
+        .as_ref()
+        .and_then(|e| e.secretbox.as_ref())
+        .map(|s| s.keys.as_slice())
+        .unwrap_or_default();
+    for key in keys {
+        if let Some(r) = &key.secret_ref {
+            if !r.name.is_empty() && !out.contains(&r.name) {
+                out.push(r.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The rendered-config Secret reduced to what the planner reads.
+pub fn rendered_from(secret: Secret, data_key: &str) -> Rendered {
+    let data = secret
+        .data
+        .and_then(|mut d| d.remove(data_key))
+        .map(|bytes| bytes.0);
+    Rendered {
+        data,
+        labels: secret.metadata.labels.unwrap_or_default(),
+        annotations: secret.metadata.annotations.unwrap_or_default(),
+    }
+}
+
+/// A referenced key Secret: its data as raw bytes, or `Missing`. `stringData` is write-only
+/// in the API, so only `data` is read.
+pub fn key_secret_from(secret: Option<Secret>) -> KeySecret {
+    match secret {
+        None => KeySecret::Missing,
+        Some(s) => KeySecret::Data(
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        ),
+    }
+}
+
+/// Pods of the Deployment (by its selector's `matchLabels`), terminating ones included: a
+/// terminating kube-apiserver still serves until it exits.
+async fn list_pods(client: &Client, namespace: &str, deployment: &Deployment) -> Result<Vec<Pod>, Error> {
+    let Some(labels) = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .filter(|l| !l.is_empty())
+    else {
+        // No usable selector: count no pods, the Deployment status alone then gates.
+        return Ok(Vec::new());
+    };
+    let selector = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(format!("listing Pods in {namespace} ({selector})"), e))?;
+    Ok(list.items)
+}
+
+/// The rollout state of the API server Deployment.
+///
+/// `total` is `status.replicas`, raised to `updated + old pods` when Pods whose
+/// [`names::ANNOTATION_CONFIG_HASH`] differs from the template's are still there — including
+/// terminating ones, which `status.replicas` no longer counts but which still serve.
+pub fn rollout_from(deployment: &Deployment, pods: &[Pod]) -> Rollout {
+    let template_hash = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(names::ANNOTATION_CONFIG_HASH))
+        .cloned();
+    let started = deployment
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ROLLOUT_STARTED))
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let status = deployment.status.clone().unwrap_or_default();
+    let old_pods = pods
+        .iter()
+        .filter(|p| {
+            let pod_hash = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(names::ANNOTATION_CONFIG_HASH));
+            pod_hash != template_hash.as_ref()
+        })
+        .count();
+    let old_pods = i32::try_from(old_pods).unwrap_or(i32::MAX);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let total = if old_pods > 0 {
+        replicas.max(updated.saturating_add(old_pods))
+    } else {
+        replicas
+    };
+    Rollout {
+        template_hash,
+        started,
+        generation: deployment.metadata.generation.unwrap_or(0),
+        observed_generation: status.observed_generation.unwrap_or(0),
+        desired: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        updated,
+        available: status.available_replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        total,
+    }
+}
+
+/// A Job's state from its final conditions (`Complete` / `Failed`).
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for c in conditions {
+        if c.status == "True" && c.type_ == "Complete" {
+            return JobState::Succeeded;
+        }
+        if c.status == "True" && c.type_ == "Failed" {
+            return JobState::Failed {
+                reason: c.reason.clone().unwrap_or_else(|| "JobFailed".to_owned()),
+            };
+        }
+    }
+    JobState::Running
+}
+
+/// How long a finished Job ran (start to completion, or to its `Failed` condition).
+pub fn job_run_time(job: &Job) -> Option<std::time::Duration> {
+    let status = job.status.as_ref()?;
+    let start = status.start_time.as_ref()?.0;
+    let end = status.completion_time.as_ref().map(|t| t.0).or_else(|| {
+        status
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0)
+    })?;
+    let span = end.duration_since(start);
+    std::time::Duration::try_from(span).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(hash: &str, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "apiserver", "generation": 3,
+                "annotations": {ANNOTATION_ROLLOUT_STARTED: "2025-01-01T00:00:00Z"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "apiserver"}},
+                "template": {"metadata": {"annotations": {names::ANNOTATION_CONFIG_HASH: hash}}}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn pod(hash: Option<&str>) -> Pod {
+        let mut p = Pod::default();
+        if let Some(h) = hash {
+            p.metadata.annotations = Some([(names::ANNOTATION_CONFIG_HASH.to_owned(), h.to_owned())].into());
+        }
+        p
+    }
+
+    #[test]
+    fn rollout_counts_terminating_old_pods() {
+        let d = deployment(
+            "h2",
+            json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2,
+                   "availableReplicas": 2, "readyReplicas": 2}),
+        );
+        let done = rollout_from(&d, &[pod(Some("h2")), pod(Some("h2"))]);
+        assert!(done.complete_for("h2"), "{done:?}");
+        assert_eq!(done.started, Some("2025-01-01T00:00:00Z".parse().unwrap()));
+        // An old pod still terminating is not in status.replicas but still serves.
+        let old = rollout_from(&d, &[pod(Some("h2")), pod(Some("h2")), pod(Some("h1"))]);
+        assert_eq!(old.total, 3);
+        assert!(!old.complete_for("h2"));
+        let unannotated = rollout_from(&d, &[pod(Some("h2")), pod(None)]);
+        assert!(!unannotated.complete_for("h2"));
+    }
+
+    #[test]
+    fn job_state_and_run_time_from_conditions() {
+        let job: Job = serde_json::from_value(json!({
+            "status": {"startTime": "2025-01-01T00:00:00Z", "completionTime": "2025-01-01T00:01:30Z",
+                "conditions": [{"type": "Complete", "status": "True"}]}
+        }))
+        .unwrap();
+        assert_eq!(job_state(&job), JobState::Succeeded);
+        assert_eq!(job_run_time(&job), Some(std::time::Duration::from_secs(90)));
+        let failed: Job = serde_json::from_value(json!({
+            "status": {"startTime": "2025-01-01T00:00:00Z",
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                "lastTransitionTime": "2025-01-01T00:00:10Z"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            job_state(&failed),
+            JobState::Failed {
+                reason: "BackoffLimitExceeded".into()
+            }
+        );
+        assert_eq!(job_run_time(&failed), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(job_state(&Job::default()), JobState::Running);
+    }
+}
