@@ -32,6 +32,134 @@ impl EncryptionConfig {
     }
 }
 
+impl EncryptionConfig {
+    /// kube-apiserver's own validation of this file (`ValidateEncryptionConfiguration`), plus
+    /// the key-name rules eargate relies on (unique per provider, no `:`). Each problem names
+    /// its path in the file and never includes key material. Empty means kube-apiserver
+    /// would load the file.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.api_version != API_VERSION {
+            problems.push(format!(
+                "apiVersion: must be {API_VERSION}, got {:?}",
+                self.api_version
+            ));
+        }
+        if self.kind != KIND {
+            problems.push(format!("kind: must be {KIND}, got {:?}", self.kind));
+        }
+        if self.resources.is_empty() {
+            problems.push("resources: at least one resources is required".to_owned());
+            return problems;
+        }
+        let mut seen_resources: Vec<(usize, (&str, &str))> = Vec::new();
+        for (i, entry) in self.resources.iter().enumerate() {
+            let root = format!("resources[{i}]");
+            if entry.resources.is_empty() {
+                problems.push(format!(
+                    "{root}.resources: at least one {root}.resources is required"
+                ));
+            }
+            for p in crate::resources::validate_resources(&entry.resources) {
+                if p.index.is_none() && entry.resources.is_empty() {
+                    continue;
+                }
+                problems.push(format!("{root}.{p}"));
+            }
+            // The first entry that matches a resource wins; a later entry naming the same
+            // resource would silently never apply.
+            for (j, r) in entry.resources.iter().enumerate() {
+                let gr = crate::resources::parse_group_resource(r);
+                if let Some((k, _)) = seen_resources.iter().find(|(k, g)| *k != i && *g == gr) {
+                    problems.push(format!(
+                        "{root}.resources[{j}]: {r:?} is already listed in resources[{k}]; the later entry would never apply"
+                    ));
+                }
+            }
+            for r in &entry.resources {
+                seen_resources.push((i, crate::resources::parse_group_resource(r)));
+            }
+            if entry.providers.is_empty() {
+                problems.push(format!(
+                    "{root}.providers: at least one {root}.providers is required"
+                ));
+            }
+            for (j, provider) in entry.providers.iter().enumerate() {
+                let path = format!("{root}.providers[{j}]");
+                let found = [
+                    provider.secretbox.is_some(),
+                    provider.identity.is_some(),
+                    provider.aescbc.is_some(),
+                    provider.aesgcm.is_some(),
+                    provider.kms.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if found == 0 {
+                    problems.push(format!(
+                        "{path}: provider does not contain any of the expected providers: KMS, AESGCM, AESCBC, Secretbox, Identity"
+                    ));
+                    continue;
+                }
+                if found > 1 {
+                    problems.push(format!(
+                        "{path}: more than one provider specified in a single element, should split into different list elements"
+                    ));
+                    continue;
+                }
+                let (kind, keys, sizes): (&str, &[ProviderKey], &[usize]) =
+                    if let Some(p) = &provider.secretbox {
+                        ("secretbox", &p.keys, &[32])
+                    } else if let Some(p) = &provider.aescbc {
+                        ("aescbc", &p.keys, &[16, 24, 32])
+                    } else if let Some(p) = &provider.aesgcm {
+                        ("aesgcm", &p.keys, &[16, 24, 32])
+                    } else {
+                        continue;
+                    };
+                let kpath = format!("{path}.{kind}.keys");
+                if keys.is_empty() {
+                    problems.push(format!("{kpath}: at least one keys is required"));
+                }
+                for (k, key) in keys.iter().enumerate() {
+                    let kp = format!("{kpath}[{k}]");
+                    if key.name.is_empty() {
+                        problems.push(format!("{kp}.name: name is a mandatory field for a key"));
+                    } else if key.name.contains(':') {
+                        problems.push(format!(
+                            "{kp}.name: key {:?}: must not contain ':' (the name is embedded in the storage prefix k8s:enc:{kind}:v1:<name>:)",
+                            key.name
+                        ));
+                    }
+                    if keys[..k].iter().any(|o| o.name == key.name) && !key.name.is_empty() {
+                        problems.push(format!(
+                            "{kp}.name: key {:?}: duplicate key name within the provider",
+                            key.name
+                        ));
+                    }
+                    if key.secret.is_empty() {
+                        problems.push(format!(
+                            "{kp}.secret: secret is a mandatory field for a key"
+                        ));
+                        continue;
+                    }
+                    match crate::keys::decode_go_std(&key.secret) {
+                        Err(_) => problems.push(format!("{kp}.secret: key {:?}: secrets must be base64 encoded", key.name)),
+                        Ok(b) if !sizes.contains(&b.len()) => problems.push(format!(
+                            "{kp}.secret: key {:?}: secret is not of the expected length, got {}, expected one of {sizes:?}",
+                            key.name,
+                            b.len()
+                        )),
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
 /// One `resources[]` entry: which resources, and the providers tried in order.
 /// The first provider encrypts new writes; every provider is tried for reads.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -145,5 +273,53 @@ resources:
         let again: EncryptionConfig =
             serde_yaml::from_str(&serde_yaml::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn validate_finds_what_kube_apiserver_refuses_without_echoing_secrets() {
+        let short = "c2hvcnQ="; // "short"
+        let cfg = EncryptionConfig::new(vec![
+            ResourceConfig {
+                resources: vec!["secrets".into(), "*.".into()],
+                providers: vec![
+                    Provider::secretbox(vec![
+                        ProviderKey {
+                            name: "a:b".into(),
+                            secret: short.into(),
+                        },
+                        ProviderKey {
+                            name: "a:b".into(),
+                            secret: "!!".into(),
+                        },
+                    ]),
+                    Provider {
+                        identity: Some(Empty {}),
+                        aescbc: Some(KeysProvider::default()),
+                        ..Provider::default()
+                    },
+                    Provider::default(),
+                ],
+            },
+            ResourceConfig {
+                resources: vec!["secrets".into()],
+                providers: vec![],
+            },
+        ]);
+        let problems = cfg.validate();
+        let all = problems.join("\n");
+        for want in [
+            "resources[0].resources[1]: \"*.\": overlaps",
+            "resources[0].providers[0].secretbox.keys[0].name: key \"a:b\": must not contain ':'",
+            "resources[0].providers[0].secretbox.keys[1].name: key \"a:b\": duplicate",
+            "got 5, expected one of [32]",
+            "secrets must be base64 encoded",
+            "resources[0].providers[1]: more than one provider",
+            "resources[0].providers[2]: provider does not contain any",
+            "resources[1].resources[0]: \"secrets\" is already listed in resources[0]",
+            "resources[1].providers: at least one",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+        assert!(!all.contains(short), "{all}");
     }
 }

@@ -5,5 +5,16 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver_config;
+pub mod facts;
+pub mod keys;
 pub mod model;
 pub mod names;
+pub mod policy;
+pub mod resources;
+pub mod review;
+pub mod rules;
+pub mod status;
+
+pub use facts::ClusterFacts;
+pub use policy::{Decision, Operation, PolicyConfig, Violation};
+pub use review::{review, ReviewError, ReviewSummary, Reviewed, Webhook};

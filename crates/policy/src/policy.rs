@@ -1,0 +1,576 @@
+//! The decision: every rule of a safe Cluster edit (see [`crate::rules`]) and the warnings.
+//! Pure functions over [`ClusterFacts`]; the review codec and `eargate check` call them.
+
+use std::collections::BTreeSet;
+
+use crate::facts::ClusterFacts;
+use crate::keys::decode_key;
+use crate::model::{EncryptionPhase, SecretboxKey};
+use crate::names::{
+    ACTIVE_KEY_IDENTITY, CONDITION_ENCRYPTION_INITIALIZED, DEFAULT_STATUS_WRITER,
+    FEATURE_ENCRYPTION_AT_REST, SECRETBOX_STORAGE_PREFIX,
+};
+use crate::resources::validate_resources;
+use crate::rules::{self, Rule};
+use crate::status::{is_rollout_locked, secretbox_active_key};
+
+/// Policy settings that come from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Identities (`request.userInfo.username`) allowed to change `status.encryption`.
+    pub status_writers: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            status_writers: vec![DEFAULT_STATUS_WRITER.to_owned()],
+        }
+    }
+}
+
+/// Admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    /// Parses `request.operation`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "CREATE" => Self::Create,
+            "UPDATE" => Self::Update,
+            "DELETE" => Self::Delete,
+            "CONNECT" => Self::Connect,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+/// One broken rule: which, where, about which key, what is wrong and what to do.
+/// Never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: &'static Rule,
+    /// Field path, e.g. `spec.encryptionConfiguration.secretbox.keys[1].value`.
+    pub field: String,
+    /// The key concerned, by name.
+    pub key: Option<String>,
+    /// What is wrong and the next step.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}: {}", self.rule.id, self.field, self.message)
+    }
+}
+
+/// The verdict of the validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub violations: Vec<Violation>,
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Distinct rule ids of the violations, in table order.
+    pub fn rule_ids(&self) -> Vec<&'static str> {
+        let set: BTreeSet<&'static str> = self.violations.iter().map(|v| v.rule.id).collect();
+        set.into_iter().collect()
+    }
+
+    /// The denial message, as kube-apiserver shows it after `admission webhook "…" denied the request: `.
+    pub fn message(&self, cluster: &str) -> String {
+        let n = self.violations.len();
+        let mut out = format!(
+            "Cluster {cluster:?}: {n} problem{} with the encryption configuration: ",
+            if n == 1 { "" } else { "s" }
+        );
+        let parts: Vec<String> = self.violations.iter().map(|v| v.to_string()).collect();
+        out.push_str(&parts.join("; "));
+        out
+    }
+}
+
+/// One admission request as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub operation: Operation,
+    pub subresource: Option<&'a str>,
+    pub user: &'a str,
+    /// The old object (UPDATE, DELETE).
+    pub old: Option<&'a ClusterFacts>,
+    /// The new object (CREATE, UPDATE), with the defaults already applied.
+    pub new: Option<&'a ClusterFacts>,
+    pub config: &'a PolicyConfig,
+}
+
+const CFG: &str = "spec.encryptionConfiguration";
+const KEYS: &str = "spec.encryptionConfiguration.secretbox.keys";
+const KEYGEN_HINT: &str = "make a key with `head -c 32 /dev/urandom | base64` or `eargate keygen`";
+
+fn v(
+    rule: &'static Rule,
+    field: impl Into<String>,
+    key: Option<&str>,
+    message: impl Into<String>,
+) -> Violation {
+    Violation {
+        rule,
+        field: field.into(),
+        key: key.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+fn who(i: usize, key: &SecretboxKey) -> String {
+    if key.name.is_empty() {
+        format!("key #{i} (unnamed)")
+    } else {
+        format!("key {:?}", key.name)
+    }
+}
+
+fn valid_key_name(name: &str) -> bool {
+    name.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn list(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+fn phase_text(f: &ClusterFacts) -> String {
+    match (&f.phase, &f.phase_raw) {
+        (Some(p), _) => format!("phase {p}"),
+        (None, Some(raw)) => format!("unknown phase {raw:?}"),
+        (None, None) => "no status.encryption reported yet".to_owned(),
+    }
+}
+
+/// Validates one request. `new` must already carry the defaults (see
+/// [`ClusterFacts::apply_defaults`]); `old` is normalized here for comparisons.
+pub fn validate(req: &Request<'_>) -> Decision {
+    let mut d = Decision::default();
+    let Some(new) = req.new else { return d };
+    match req.operation {
+        Operation::Delete | Operation::Connect => return d,
+        Operation::Create | Operation::Update => {}
+    }
+    match req.subresource {
+        None | Some("") => {}
+        Some(crate::names::STATUS_SUBRESOURCE) => {
+            if req.operation == Operation::Update {
+                status_rules(req, new, &mut d);
+            }
+            return d;
+        }
+        Some(_) => return d,
+    }
+    if !new.problems.is_empty() {
+        d.violations.extend(new.problems.iter().cloned());
+        return d;
+    }
+    let old_normalized;
+    let old = match (req.operation, req.old) {
+        (Operation::Update, Some(old)) if old.problems.is_empty() => {
+            let mut o = old.clone();
+            o.apply_defaults();
+            old_normalized = o;
+            Some(&old_normalized)
+        }
+        (Operation::Update, Some(_)) => {
+            d.warnings.push(
+                "the stored object's encryption fields do not decode; the edit was judged as if it had no encryption configuration"
+                    .to_owned(),
+            );
+            None
+        }
+        _ => None,
+    };
+    static_rules(new, old, &mut d);
+    if let Some(old) = old {
+        update_rules(new, old, &mut d);
+    }
+    warnings(new, old, &mut d);
+    d
+}
+
+/// Rules 1–5: the new object on its own.
+fn static_rules(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
+    let Some(cfg) = new.config.as_ref() else {
+        return;
+    };
+    // EAR001 (EAR012 speaks instead when this very edit turned the gate off).
+    let gate_turned_off = old.is_some_and(|o| o.feature_gate) && !new.feature_gate;
+    if cfg.enabled && !new.feature_gate && !gate_turned_off {
+        d.violations.push(v(
+            &rules::EAR001,
+            format!("{CFG}.enabled"),
+            None,
+            format!("encryption is enabled but the feature gate spec.features.{FEATURE_ENCRYPTION_AT_REST} is not true; set spec.features.{FEATURE_ENCRYPTION_AT_REST}: true in the same edit"),
+        ));
+    }
+    let keys = new.keys();
+    if cfg.enabled && keys.is_empty() {
+        d.violations.push(v(
+            &rules::EAR002,
+            KEYS,
+            None,
+            "encryption is enabled but no secretbox key is configured; add a key (name plus secretRef, or value from `eargate keygen`)",
+        ));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let path = format!("{KEYS}[{i}]");
+        let name = (!key.name.is_empty()).then_some(key.name.as_str());
+        let who = who(i, key);
+        // EAR003: names.
+        if key.name.is_empty() {
+            d.violations.push(v(
+                &rules::EAR003,
+                format!("{path}.name"),
+                None,
+                format!("{who} has no name; give every key a unique name such as encryption-key-2024-01 (kube-apiserver embeds it in the storage prefix {SECRETBOX_STORAGE_PREFIX}<name>:)"),
+            ));
+        } else if !valid_key_name(&key.name) {
+            d.violations.push(v(
+                &rules::EAR003,
+                format!("{path}.name"),
+                name,
+                format!("{who}: the name may contain only letters, digits, '-', '_' and '.' because kube-apiserver embeds it in the storage prefix {SECRETBOX_STORAGE_PREFIX}<name>: (a ':' would make the prefix ambiguous); rename the key, e.g. {}", suggest_name(&key.name)),
+            ));
+        } else if let Some(j) = keys[..i].iter().position(|k| k.name == key.name) {
+            d.violations.push(v(
+                &rules::EAR003,
+                format!("{path}.name"),
+                name,
+                format!("{who}: the name is already used by keys[{j}]; names must be unique because kube-apiserver picks the key for a stored value by the name in its prefix; give this key a new name"),
+            ));
+        }
+        // EAR003: sources.
+        match (&key.value, &key.secret_ref) {
+            (Some(_), Some(_)) => d.violations.push(v(
+                &rules::EAR003,
+                path.clone(),
+                name,
+                format!("{who}: has both value and secretRef; keep exactly one (secretRef is recommended)"),
+            )),
+            (None, None) => d.violations.push(v(
+                &rules::EAR003,
+                path.clone(),
+                name,
+                format!("{who}: has neither value nor secretRef; set secretRef to a Secret in the control-plane namespace (or value, {KEYGEN_HINT})"),
+            )),
+            _ => {}
+        }
+        if let Some(r) = &key.secret_ref {
+            if r.name.is_empty() {
+                d.violations.push(v(
+                    &rules::EAR003,
+                    format!("{path}.secretRef.name"),
+                    name,
+                    format!("{who}: secretRef.name is empty; name the Secret in the cluster's control-plane namespace that holds the key"),
+                ));
+            }
+            if r.key.is_empty() {
+                d.violations.push(v(
+                    &rules::EAR003,
+                    format!("{path}.secretRef.key"),
+                    name,
+                    format!("{who}: secretRef.key is empty; name the data key inside the Secret (e.g. key)"),
+                ));
+            }
+        }
+        // EAR004.
+        if let Some(value) = &key.value {
+            if let Err(err) = decode_key(value) {
+                d.violations.push(v(
+                    &rules::EAR004,
+                    format!("{path}.value"),
+                    name,
+                    format!("{who}: {err}; {KEYGEN_HINT}"),
+                ));
+            }
+        }
+    }
+    // EAR005.
+    if cfg.enabled || !cfg.resources.is_empty() {
+        for p in validate_resources(&cfg.resources) {
+            let field = format!("{CFG}.resources{}", p.field_suffix());
+            let message = match &p.resource {
+                Some(r) => format!("{r:?}: {}", p.message),
+                None => p.message.clone(),
+            };
+            d.violations.push(v(&rules::EAR005, field, None, message));
+        }
+    }
+}
+
+/// A name with the refused characters replaced.
+fn suggest_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if valid_key_name(&c.to_string()) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn material_differs(a: &SecretboxKey, b: &SecretboxKey) -> Option<&'static str> {
+    match (&a.value, &b.value) {
+        (Some(x), Some(y)) => {
+            let same = match (decode_key(x), decode_key(y)) {
+                (Ok(p), Ok(q)) => p == q,
+                _ => x == y,
+            };
+            if !same {
+                return Some("value");
+            }
+        }
+        (None, None) => {}
+        _ => return Some(""),
+    }
+    match (&a.secret_ref, &b.secret_ref) {
+        (Some(x), Some(y)) if x.name != y.name || x.key != y.key => Some("secretRef"),
+        (Some(_), None) | (None, Some(_)) => Some(""),
+        _ => None,
+    }
+}
+
+/// Rules 6–10 and 12: the edit judged against the stored object.
+fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
+    let name = &new.name;
+    // EAR006: rollout lock.
+    if is_rollout_locked(old.phase) {
+        let watch = format!(
+            "encryption is being rolled out ({}); the encryption configuration is locked until the phase is Active: watch it with `kubectl get cluster {name} -o jsonpath='{{.status.encryption.phase}}'`, then retry",
+            phase_text(old)
+        );
+        if old.config != new.config {
+            d.violations
+                .push(v(&rules::EAR006, CFG, None, watch.clone()));
+        }
+        if old.feature_gate != new.feature_gate {
+            d.violations.push(v(
+                &rules::EAR006,
+                format!("spec.features.{FEATURE_ENCRYPTION_AT_REST}"),
+                None,
+                watch,
+            ));
+        }
+    }
+    // EAR007: resources fixed while enabled.
+    if let (Some(o), Some(n)) = (old.config.as_ref(), new.config.as_ref()) {
+        if o.enabled && n.enabled {
+            let a: BTreeSet<&String> = o.resources.iter().collect();
+            let b: BTreeSet<&String> = n.resources.iter().collect();
+            if a != b {
+                d.violations.push(v(
+                    &rules::EAR007,
+                    format!("{CFG}.resources"),
+                    None,
+                    format!(
+                        "the encrypted resources cannot change while encryption stays enabled (was {}, now {}); set enabled: false, wait for phase Active, then re-enable with the new list",
+                        list(&o.resources),
+                        list(&n.resources)
+                    ),
+                ));
+            }
+        }
+    }
+    let old_keys = old.keys();
+    let new_keys = new.keys();
+    // EAR008: key material immutable.
+    for (i, key) in new_keys.iter().enumerate() {
+        if key.name.is_empty() {
+            continue;
+        }
+        let Some(o) = old_keys.iter().find(|k| k.name == key.name) else {
+            continue;
+        };
+        if let Some(what) = material_differs(o, key) {
+            let field = if what.is_empty() {
+                format!("{KEYS}[{i}]")
+            } else {
+                format!("{KEYS}[{i}].{what}")
+            };
+            d.violations.push(v(
+                &rules::EAR008,
+                field,
+                Some(&key.name),
+                format!("key {:?}: the key material of an existing key cannot change (data sealed with it would become unreadable); add a key with a new name as secondary and rotate instead", key.name),
+            ));
+        }
+    }
+    // EAR009: new keys enter as secondary.
+    let active = old.active_key.as_deref().unwrap_or_default();
+    let active_name = old.active_secretbox_key();
+    if let (Some(primary), Some(active_name)) = (new_keys.first(), active_name) {
+        if !primary.name.is_empty() && !old_keys.iter().any(|k| k.name == primary.name) {
+            d.violations.push(v(
+                &rules::EAR009,
+                format!("{KEYS}[0]"),
+                Some(&primary.name),
+                format!(
+                    "key {:?} is new and cannot be the primary key while {} is active; add it as a secondary key (keys[1]) first, wait for phase Active, then move it to keys[0]",
+                    primary.name,
+                    secretbox_active_key(active_name)
+                ),
+            ));
+        }
+    }
+    // EAR010: safe key removal.
+    if new.config.is_some() {
+        let mut seen = BTreeSet::new();
+        for o in old_keys {
+            if o.name.is_empty()
+                || !seen.insert(o.name.as_str())
+                || new_keys.iter().any(|k| k.name == o.name)
+            {
+                continue;
+            }
+            let message = if active_name == Some(o.name.as_str()) {
+                format!("key {:?} was removed but it is the active key ({active}): stored data is sealed with it; keep it until another key is primary and the phase is Active again", o.name)
+            } else if old.phase != Some(EncryptionPhase::Active) {
+                let next = if old.phase == Some(EncryptionPhase::Failed) {
+                    "fix the failure (see status.conditions) and wait for phase Active"
+                } else {
+                    "wait for phase Active"
+                };
+                format!(
+                    "key {:?} was removed but keys may only be removed in phase Active ({}): data may still be sealed with it; keep it, {next}, then remove it",
+                    o.name,
+                    phase_text(old)
+                )
+            } else {
+                continue;
+            };
+            d.violations
+                .push(v(&rules::EAR010, KEYS, Some(&o.name), message));
+        }
+    }
+    // EAR012: feature gate stays on.
+    if old.feature_gate && !new.feature_gate && (new.enabled() || old.may_hold_sealed_data()) {
+        let why = match old.active_key.as_deref() {
+            Some(k) if old.may_hold_sealed_data() => format!("active key {k}"),
+            _ if new.enabled() => "encryption is enabled in this object".to_owned(),
+            _ => "status reports encryption".to_owned(),
+        };
+        d.violations.push(v(
+            &rules::EAR012,
+            format!("spec.features.{FEATURE_ENCRYPTION_AT_REST}"),
+            None,
+            format!("the feature gate cannot be turned off while encryption is enabled or still active ({why}); disable encryption first, wait for activeKey {ACTIVE_KEY_IDENTITY}, then remove the feature gate"),
+        ));
+    }
+}
+
+/// Rule 14 on the status subresource.
+fn status_rules(req: &Request<'_>, new: &ClusterFacts, d: &mut Decision) {
+    if req.config.status_writers.iter().any(|w| w == req.user) {
+        return;
+    }
+    let Some(old) = req.old else { return };
+    let writers = req.config.status_writers.join(", ");
+    let deny = |field: String| {
+        v(
+            &rules::EAR014,
+            field,
+            None,
+            format!(
+                "only the eargate reconciler may change the encryption status; user {:?} is not one of the configured status writers ({writers})",
+                req.user
+            ),
+        )
+    };
+    if old.status_encryption_raw != new.status_encryption_raw {
+        d.violations.push(deny("status.encryption".to_owned()));
+    }
+    if old.initialized_raw != new.initialized_raw {
+        d.violations.push(deny(format!(
+            "status.conditions.{CONDITION_ENCRYPTION_INITIALIZED}"
+        )));
+    }
+}
+
+const BACKUP_NOTE: &str = "etcd backups taken in the next minutes may still hold older revisions until kube-apiserver compacts them (every 5 minutes)";
+
+fn warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
+    let Some(cfg) = new.config.as_ref() else {
+        if let Some(o) = old.filter(|o| o.enabled()) {
+            d.warnings.push(format!(
+                "spec.encryptionConfiguration removed: encryption at rest will be disabled and every object of {} re-written in plaintext; the reconciler keeps the keys it rendered until decryption has finished; {BACKUP_NOTE}",
+                list(&o.config.as_ref().map(|c| c.resources.clone()).unwrap_or_default())
+            ));
+        }
+        return;
+    };
+    for (i, key) in new.keys().iter().enumerate() {
+        if key.value.is_some() {
+            d.warnings.push(format!(
+                "{KEYS}[{i}].value: {} carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
+                who(i, key)
+            ));
+        }
+    }
+    let was_enabled = old.is_some_and(|o| o.enabled());
+    let primary = new
+        .keys()
+        .first()
+        .map(|k| k.name.as_str())
+        .unwrap_or_default();
+    if cfg.enabled && !was_enabled {
+        d.warnings.push(format!(
+            "enabling encryption at rest: every object of {} will be re-written sealed with key {primary:?}; data is encrypted only at rest in etcd, anyone allowed by RBAC still reads it in plaintext through the API; {BACKUP_NOTE}; watch status.encryption.phase until Active",
+            list(&cfg.resources)
+        ));
+    }
+    if let Some(o) = old {
+        let old_primary = o
+            .keys()
+            .first()
+            .map(|k| k.name.as_str())
+            .unwrap_or_default();
+        if cfg.enabled && was_enabled && !primary.is_empty() && old_primary != primary {
+            d.warnings.push(format!(
+                "key rotation: key {primary:?} becomes the primary key; every object of {} will be re-written sealed with it; keep {old_primary:?} in the list until the phase is Active again; {BACKUP_NOTE}",
+                list(&cfg.resources)
+            ));
+        }
+        for key in new.keys().iter().skip(1) {
+            if !key.name.is_empty() && !o.keys().iter().any(|k| k.name == key.name) {
+                d.warnings.push(format!(
+                    "key {:?} added as a secondary key: the API servers will be able to decrypt with it; once the phase is Active, move it to keys[0] to make it the primary key",
+                    key.name
+                ));
+            }
+        }
+        if was_enabled && !cfg.enabled {
+            d.warnings.push(format!(
+                "disabling encryption at rest: every object of {} will be re-written in plaintext; keep the keys in the list until the phase is Active; {BACKUP_NOTE}",
+                list(&o.config.as_ref().map(|c| c.resources.clone()).unwrap_or_default())
+            ));
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! kube-apiserver's rules for the `resources` list of an EncryptionConfiguration entry
+//! (`k8s.io/apiserver/pkg/apis/apiserver/validation`), and the defaults the mutating webhook
+//! applies to `spec.encryptionConfiguration.resources`.
+//!
+//! A list kube-apiserver refuses makes it exit at start, so an accepted Cluster must never
+//! carry one. Messages quote upstream's wording and add which entry is affected.
+
+use crate::names::DEFAULT_RESOURCES;
+
+/// Upstream's explanations, word for word where upstream has one.
+pub mod msg {
+    pub const REQUIRED: &str = "at least one resource is required";
+    pub const EMPTY_ENTRY: &str = "an empty entry names no resource; remove it";
+    pub const CAPITAL: &str = "resource name should not contain capital letters";
+    pub const STAR: &str =
+        "use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources";
+    pub const NON_REST: &str = "resources which do not have REST API/s cannot be encrypted";
+    pub const EVENTS: &str = "'*.events.k8s.io' objects are stored using the 'events' API group in etcd. Use 'events' instead in the config file";
+    pub const EXTENSIONS: &str =
+        "'extensions' group has been removed and cannot be used for encryption";
+    pub const ACROSS_GROUPS: &str = "encrypting the same resource across groups is not supported";
+    pub const DUPLICATE: &str = "the same resource cannot be specified multiple times";
+    pub const OVERLAP: &str = "using overlapping resources such as 'secrets' and '*.' in the same resource list is not allowed as they will be masked";
+}
+
+/// One problem with a resources list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceProblem {
+    /// Index of the offending entry; `None` for a problem of the whole list.
+    pub index: Option<usize>,
+    /// The offending entry (resource names are not secret).
+    pub resource: Option<String>,
+    /// What is wrong, explained the way kube-apiserver explains it.
+    pub message: String,
+}
+
+impl ResourceProblem {
+    /// `resources[1]` or `resources`, relative to the list's parent.
+    pub fn field_suffix(&self) -> String {
+        match self.index {
+            Some(i) => format!("[{i}]"),
+            None => String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.resource {
+            Some(r) => write!(
+                f,
+                "resources{}: {r:?}: {}",
+                self.field_suffix(),
+                self.message
+            ),
+            None => write!(f, "resources{}: {}", self.field_suffix(), self.message),
+        }
+    }
+}
+
+/// `schema.ParseGroupResource`: split at the first `.` into resource and group.
+pub fn parse_group_resource(s: &str) -> (&str, &str) {
+    match s.split_once('.') {
+        Some((resource, group)) => (resource, group),
+        None => (s, ""),
+    }
+}
+
+/// Every problem kube-apiserver would find in this `resources` list, plus empty entries.
+pub fn validate_resources(resources: &[String]) -> Vec<ResourceProblem> {
+    let mut problems = Vec::new();
+    if resources.is_empty() {
+        problems.push(ResourceProblem {
+            index: None,
+            resource: None,
+            message: msg::REQUIRED.into(),
+        });
+        return problems;
+    }
+    let entry = |i: usize, m: &str| ResourceProblem {
+        index: Some(i),
+        resource: Some(resources[i].clone()),
+        message: m.to_owned(),
+    };
+    for (i, res) in resources.iter().enumerate() {
+        let (resource, group) = parse_group_resource(res);
+        let m = if res.is_empty() {
+            msg::EMPTY_ENTRY
+        } else if res.to_lowercase() != *res {
+            msg::CAPITAL
+        } else if res == "*" {
+            msg::STAR
+        } else if matches!(
+            res.as_str(),
+            "apiserveripinfo" | "serviceipallocations" | "servicenodeportallocations"
+        ) {
+            msg::NON_REST
+        } else if group == "events.k8s.io" {
+            msg::EVENTS
+        } else if group == "extensions" {
+            msg::EXTENSIONS
+        } else if group == "*" && resource != "*" {
+            msg::ACROSS_GROUPS
+        } else {
+            continue;
+        };
+        problems.push(entry(i, m));
+    }
+    // Pairwise: report each duplicate or overlap once, on the later entry.
+    for j in 1..resources.len() {
+        let b = parse_group_resource(&resources[j]);
+        for i in 0..j {
+            let a = parse_group_resource(&resources[i]);
+            let m = if a == b {
+                format!("duplicates resources[{i}]: {}", msg::DUPLICATE)
+            } else if a == ("*", "*")
+                || b == ("*", "*")
+                || (a.1 == b.1 && (a.0 == "*" || b.0 == "*"))
+            {
+                format!(
+                    "overlaps resources[{i}] {:?}: {}",
+                    resources[i],
+                    msg::OVERLAP
+                )
+            } else {
+                continue;
+            };
+            problems.push(entry(j, &m));
+            break;
+        }
+    }
+    problems
+}
+
+/// The defaulted `resources` of an enabled configuration and one explanation per change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Normalized {
+    pub resources: Vec<String>,
+    /// Human explanations of each change (for admission warnings).
+    pub changes: Vec<String>,
+}
+
+/// Defaults applied by the mutating webhook: enabled with no resources gets `[secrets]`;
+/// entries are trimmed and lowercased and exact duplicates dropped (keeping the first).
+pub fn normalize_resources(resources: &[String], enabled: bool) -> Normalized {
+    let mut out = Normalized::default();
+    if resources.is_empty() {
+        if enabled {
+            out.resources = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
+            out.changes.push(format!(
+                "spec.encryptionConfiguration.resources was empty; defaulted to [{}]",
+                DEFAULT_RESOURCES.join(", ")
+            ));
+        }
+        return out;
+    }
+    for (i, raw) in resources.iter().enumerate() {
+        let clean = raw.trim().to_lowercase();
+        if clean != *raw {
+            out.changes.push(format!(
+                "spec.encryptionConfiguration.resources[{i}]: {raw:?} written as {clean:?} (kube-apiserver needs plural, lowercase names without spaces)"
+            ));
+        }
+        if out.resources.contains(&clean) {
+            out.changes.push(format!(
+                "spec.encryptionConfiguration.resources[{i}]: duplicate {clean:?} dropped (kept the first)"
+            ));
+            continue;
+        }
+        out.resources.push(clean);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn messages(list: &[&str]) -> Vec<String> {
+        validate_resources(&v(list))
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn accepts_what_upstream_accepts() {
+        for ok in [
+            &["secrets"][..],
+            &["secrets", "configmaps"],
+            &["*."],
+            &["*.*"],
+            &["*.apps", "secrets"],
+            &["deployments.apps", "configmaps", "widgets.example.com"],
+            &["events"],
+        ] {
+            assert!(
+                validate_resources(&v(ok)).is_empty(),
+                "{ok:?}: {:?}",
+                messages(ok)
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_upstream_refuses() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], msg::REQUIRED),
+            (&[""], msg::EMPTY_ENTRY),
+            (&["Secrets"], msg::CAPITAL),
+            (&["*"], msg::STAR),
+            (&["apiserveripinfo"], msg::NON_REST),
+            (&["serviceipallocations"], msg::NON_REST),
+            (&["servicenodeportallocations"], msg::NON_REST),
+            (&["events.events.k8s.io"], msg::EVENTS),
+            (&["*.events.k8s.io"], msg::EVENTS),
+            (&["deployments.extensions"], msg::EXTENSIONS),
+            (&["secrets.*"], msg::ACROSS_GROUPS),
+            (&["secrets", "secrets"], msg::DUPLICATE),
+            (&["secrets", "secrets."], msg::DUPLICATE),
+            (&["*.*", "secrets"], msg::OVERLAP),
+            (&["secrets", "*.*"], msg::OVERLAP),
+            (&["*.", "secrets"], msg::OVERLAP),
+            (&["*.apps", "deployments.apps"], msg::OVERLAP),
+        ];
+        for (list, want) in cases {
+            let got = messages(list);
+            assert!(got.iter().any(|m| m.contains(want)), "{list:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn normalizes_and_explains() {
+        let n = normalize_resources(&v(&[" Secrets", "secrets", "configmaps"]), true);
+        assert_eq!(n.resources, v(&["secrets", "configmaps"]));
+        assert_eq!(n.changes.len(), 2);
+        let n = normalize_resources(&[], true);
+        assert_eq!(n.resources, v(&["secrets"]));
+        assert!(normalize_resources(&[], false).resources.is_empty());
+        let n = normalize_resources(&v(&["secrets"]), true);
+        assert!(n.changes.is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! Every rule of the policy in ONE table: id, title, why, and an example denial. Messages
+//! (each [`crate::Violation`] carries its rule), metrics (the server labels by rule id) and
+//! `docs/rules.md` (generated from this table by a test) all read from here.
+
+/// One rule of the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// Stable id, `EAR000`…`EAR014`. Never renumber: ids appear in metrics and alerts.
+    pub id: &'static str,
+    /// What the rule protects, in a few words.
+    pub title: &'static str,
+    /// When the rule applies (operation and subresource).
+    pub applies_to: &'static str,
+    /// Why the rule exists and what it checks.
+    pub explanation: &'static str,
+    /// A real violation message produced by the policy (kept true by a test), or, for the
+    /// rules that only guarantee an edit is allowed, `None`.
+    pub example_denial: Option<&'static str>,
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id)
+    }
+}
+
+macro_rules! rules {
+    ($($name:ident = { id: $id:literal, title: $title:literal, applies_to: $applies:literal, explanation: $expl:literal, example: $ex:expr $(,)? };)*) => {
+        $(pub const $name: Rule = Rule { id: $id, title: $title, applies_to: $applies, explanation: $expl, example_denial: $ex };)*
+        /// Every rule, in id order.
+        pub const ALL: &[Rule] = &[$($name),*];
+    };
+}
+
+rules! {
+    EAR000 = {
+        id: "EAR000",
+        title: "Encryption fields must decode",
+        applies_to: "CREATE, UPDATE",
+        explanation: "The fields eargate reads (`spec.features.encryptionAtRest`, `spec.encryptionConfiguration` and everything below it) must have the types Kubermatic's API declares: `enabled` a boolean, `resources` a list of strings, keys objects with string `name`/`value` and a `secretRef` object. A field of the wrong type is denied naming the field, so a typo such as `enabled: \"yes\"` can never be read as \"disabled\".",
+        example: Some("spec.encryptionConfiguration.enabled: must be a boolean (true or false), got a string; write `enabled: true` without quotes"),
+    };
+    EAR001 = {
+        id: "EAR001",
+        title: "Feature gate",
+        applies_to: "CREATE, UPDATE",
+        explanation: "`spec.encryptionConfiguration.enabled: true` requires the cluster feature gate `spec.features.encryptionAtRest: true`, as Kubermatic does: encryption at rest is a preview feature that must be switched on explicitly.",
+        example: Some("spec.encryptionConfiguration.enabled: encryption is enabled but the feature gate spec.features.encryptionAtRest is not true; set spec.features.encryptionAtRest: true in the same edit"),
+    };
+    EAR002 = {
+        id: "EAR002",
+        title: "Enabled needs a secretbox key",
+        applies_to: "CREATE, UPDATE",
+        explanation: "With `enabled: true`, `spec.encryptionConfiguration.secretbox.keys` must hold at least one key: secretbox is the only provider, and `keys[0]` is the key new writes are sealed with.",
+        example: Some("spec.encryptionConfiguration.secretbox.keys: encryption is enabled but no secretbox key is configured; add a key (name plus secretRef, or value from `eargate keygen`)"),
+    };
+    EAR003 = {
+        id: "EAR003",
+        title: "Key names and key sources",
+        applies_to: "CREATE, UPDATE",
+        explanation: "Every key (enabled or not) needs a `name`, unique in the list (the later duplicate is reported), made of letters, digits, `-`, `_` and `.` only: kube-apiserver embeds the name in the storage prefix `k8s:enc:secretbox:v1:<name>:` of every value it seals, so a `:` would make the prefix ambiguous. Each key has exactly one of `value` and `secretRef`, and a `secretRef` names both the Secret (`name`) and the data key inside it (`key`).",
+        example: Some("spec.encryptionConfiguration.secretbox.keys[1].name: key \"encryption-key:2022-02\": the name may contain only letters, digits, '-', '_' and '.' because kube-apiserver embeds it in the storage prefix k8s:enc:secretbox:v1:<name>: (a ':' would make the prefix ambiguous); rename the key, e.g. encryption-key-2022-02"),
+    };
+    EAR004 = {
+        id: "EAR004",
+        title: "Inline key material is 32 bytes of standard base64",
+        applies_to: "CREATE, UPDATE",
+        explanation: "A `value` is decoded exactly as kube-apiserver decodes it (Go `base64.StdEncoding`: standard alphabet, padding required, `\\r` and `\\n` ignored, anything else invalid) and must give exactly 32 bytes. The message says how many bytes it decoded to, never any part of the value.",
+        example: Some("spec.encryptionConfiguration.secretbox.keys[0].value: key \"encryption-key-2022-01\": the value decodes to 16 bytes, secretbox needs exactly 32; make a key with `head -c 32 /dev/urandom | base64` or `eargate keygen`"),
+    };
+    EAR005 = {
+        id: "EAR005",
+        title: "Resources follow kube-apiserver's rules",
+        applies_to: "CREATE, UPDATE",
+        explanation: "`resources` is copied into kube-apiserver's EncryptionConfiguration, which kube-apiserver validates at start: a list it refuses crash-loops the API server. So the list must be non-empty, lowercase, not `*` (use `*.` for all core resources or `*.*` for all), not `apiserveripinfo`, `serviceipallocations` or `servicenodeportallocations` (no REST API), not in the `events.k8s.io` group (stored as `events`) or the removed `extensions` group, not `<resource>.*`, without duplicates and without overlapping entries (`*.*` with anything, `*.` with a core resource, `*.apps` with `deployments.apps`).",
+        example: Some("spec.encryptionConfiguration.resources[1]: \"*\": use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources"),
+    };
+    EAR006 = {
+        id: "EAR006",
+        title: "Rollout lock",
+        applies_to: "UPDATE",
+        explanation: "While `status.encryption.phase` is `Pending` or `EncryptionNeeded` a rollout is in flight: the API servers are being reconfigured or data is being re-written. No change to `spec.encryptionConfiguration` or `spec.features.encryptionAtRest` is accepted until the phase is `Active` (or `Failed`); edits to other fields stay allowed.",
+        example: Some("spec.encryptionConfiguration: encryption is being rolled out (phase EncryptionNeeded); the encryption configuration is locked until the phase is Active: watch it with `kubectl get cluster demo-7x4k2 -o jsonpath='{.status.encryption.phase}'`, then retry"),
+    };
+    EAR007 = {
+        id: "EAR007",
+        title: "Resources are fixed while enabled",
+        applies_to: "UPDATE",
+        explanation: "The list of encrypted resources cannot change while encryption stays enabled (a reorder is not a change): objects of a dropped resource would stay sealed with no provider configured to read them. Disable encryption, wait for `Active`, then re-enable with the new list.",
+        example: Some("spec.encryptionConfiguration.resources: the encrypted resources cannot change while encryption stays enabled (was [secrets], now [configmaps, secrets]); set enabled: false, wait for phase Active, then re-enable with the new list"),
+    };
+    EAR008 = {
+        id: "EAR008",
+        title: "Key material is immutable",
+        applies_to: "UPDATE",
+        explanation: "A key name always means the same key material: kube-apiserver picks the key by the name in the storage prefix. Changing `value` or `secretRef` of an existing name would make everything sealed with the old material unreadable. Add a key with a new name and rotate instead.",
+        example: Some("spec.encryptionConfiguration.secretbox.keys[0].value: key \"encryption-key-2022-01\": the key material of an existing key cannot change (data sealed with it would become unreadable); add a key with a new name as secondary and rotate instead"),
+    };
+    EAR009 = {
+        id: "EAR009",
+        title: "New keys enter as secondary",
+        applies_to: "UPDATE",
+        explanation: "While a secretbox key is active, a key that was not in the old list may not become `keys[0]`: some API server replicas would seal with a key the others cannot read yet. Add it as a secondary key, wait for `Active`, then move it to `keys[0]`. The first enablement and re-enabling after full decryption are not rotations.",
+        example: Some("spec.encryptionConfiguration.secretbox.keys[0]: key \"encryption-key-2022-02\" is new and cannot be the primary key while secretbox/encryption-key-2022-01 is active; add it as a secondary key (keys[1]) first, wait for phase Active, then move it to keys[0]"),
+    };
+    EAR010 = {
+        id: "EAR010",
+        title: "Safe key removal",
+        applies_to: "UPDATE",
+        explanation: "While the new object keeps a `spec.encryptionConfiguration`, a key may leave the list only when the phase is `Active` and it is not the key named by `status.encryption.activeKey`: data sealed with it would otherwise become unreadable. With no status yet, or in `Failed`, no key may be removed.",
+        example: Some("spec.encryptionConfiguration.secretbox.keys: key \"encryption-key-2022-01\" was removed but it is the active key (secretbox/encryption-key-2022-01): stored data is sealed with it; keep it until another key is primary and the phase is Active again"),
+    };
+    EAR011 = {
+        id: "EAR011",
+        title: "Disabling is always a way out",
+        applies_to: "UPDATE",
+        explanation: "Disabling (`enabled: false`, or removing `spec.encryptionConfiguration`) is allowed whenever the rollout lock (EAR006) does not hold, including in `Failed`. With `enabled: false` the keys still needed stay in the list (EAR010); when the whole configuration is removed, the reconciler keeps the key material it already rendered until decryption has finished. This rule never denies; it guarantees the exit.",
+        example: None,
+    };
+    EAR012 = {
+        id: "EAR012",
+        title: "Feature gate stays on while encrypted",
+        applies_to: "UPDATE",
+        explanation: "`spec.features.encryptionAtRest` cannot become false or absent while encryption is enabled in the new object or still active (`status.encryption` present or `EncryptionInitialized` is `True`): Kubermatic would stop managing the encryption configuration of a cluster whose data is sealed. Disable encryption first and wait until it is fully decrypted.",
+        example: Some("spec.features.encryptionAtRest: the feature gate cannot be turned off while encryption is enabled or still active (active key secretbox/encryption-key-2022-01); disable encryption first, wait for activeKey identity, then remove the feature gate"),
+    };
+    EAR013 = {
+        id: "EAR013",
+        title: "Failed is recoverable, never lossy",
+        applies_to: "UPDATE",
+        explanation: "In phase `Failed` the configuration is not locked: any edit that fixes the cause is allowed. Rules EAR008 to EAR010 still hold, so no edit made in `Failed` can lose access to data. This rule never denies by itself.",
+        example: None,
+    };
+    EAR014 = {
+        id: "EAR014",
+        title: "Only the reconciler writes encryption status",
+        applies_to: "UPDATE of the status subresource",
+        explanation: "`status.encryption` and the `EncryptionInitialized` condition drive every other rule (the lock, which key is active). Only the configured identities (default `system:serviceaccount:eargate-system:eargate-reconciler`) may change them; other status edits stay allowed.",
+        example: Some("status.encryption: only the eargate reconciler may change the encryption status; user \"jane@example.com\" is not one of the configured status writers (system:serviceaccount:eargate-system:eargate-reconciler)"),
+    };
+}
+
+/// The rule with this id.
+pub fn by_id(id: &str) -> Option<&'static Rule> {
+    ALL.iter().find(|r| r.id == id)
+}
+
+/// `docs/rules.md`, generated from the table.
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# eargate rules\n\n<!-- Generated from crates/policy/src/rules.rs by a test. Do not edit by hand:\n     run `EARGATE_BLESS=1 cargo test -p eargate-policy rules_md` to regenerate. -->\n\n\
+Every denial names the rule id, the field path, the key by its name, what is wrong and the next step.\n\
+All violations of one edit are reported together. Mutation (defaults) runs first, as in kube-apiserver:\n\
+with `enabled: true` and no `resources`, `resources` becomes `[secrets]`; entries are trimmed,\n\
+lowercased and exact duplicates dropped, each change explained in a warning. DELETE is always allowed.\n\n\
+| id | rule | applies to |\n| --- | --- | --- |\n",
+    );
+    for r in ALL {
+        out.push_str(&format!(
+            "| [{}](#{}) | {} | {} |\n",
+            r.id,
+            r.id.to_lowercase(),
+            r.title,
+            r.applies_to
+        ));
+    }
+    for r in ALL {
+        out.push_str(&format!(
+            "\n## {}\n\n**{}** ({})\n\n{}\n\n",
+            r.id, r.title, r.applies_to, r.explanation
+        ));
+        match r.example_denial {
+            Some(ex) => out.push_str(&format!(
+                "Example denial:\n\n```text\n[{}] {}\n```\n",
+                r.id, ex
+            )),
+            None => out.push_str("This rule never denies an edit by itself.\n"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_ordered() {
+        for (i, r) in ALL.iter().enumerate() {
+            assert_eq!(r.id, format!("EAR{i:03}"));
+            assert_eq!(by_id(r.id), Some(r));
+        }
+    }
+}
