@@ -230,6 +230,8 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     let want_seen = if in_pending { retry.clone() } else { seen.clone() };
     if prev_spec_hash != spec_hash || seen != want_seen {
         out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&want_seen) });
+        // The Job name depends on this memory: decide the rest on a fresh observation.
+        return out.finish(Some(Action::RequeueAfter(Duration::from_secs(1))));
     }
 
     // Stable and Active with nothing to change.
@@ -313,7 +315,7 @@ fn done(
     status: Option<&ClusterEncryptionStatus>,
     phase: Option<EncryptionPhase>,
     enabled: bool,
-    next: &render::Rendered,
+    next: &render::RenderedConfig,
     summary: &str,
     set_condition: bool,
 ) -> Vec<Action> {

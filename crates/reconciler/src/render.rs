@@ -164,7 +164,7 @@ pub struct RenderInput<'a> {
 
 /// A rendered config, ready to be written.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Rendered {
+pub struct RenderedConfig {
     pub config: EncryptionConfig,
     /// The exact file content written to the Secret.
     pub yaml: String,
@@ -175,7 +175,7 @@ pub struct Rendered {
     pub drift: Vec<String>,
 }
 
-impl std::fmt::Debug for Rendered {
+impl std::fmt::Debug for RenderedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rendered")
             .field("config", &self.config)
@@ -186,7 +186,7 @@ impl std::fmt::Debug for Rendered {
     }
 }
 
-impl Rendered {
+impl RenderedConfig {
     /// Resources entry of the rendered config.
     pub fn resources(&self) -> &[String] {
         &self.config.resources[0].resources
@@ -268,7 +268,7 @@ pub fn status_vouches(input: &RenderInput<'_>) -> bool {
 
 /// Renders the config; `Ok(None)` when no config is needed (nothing configured, nothing to
 /// decrypt).
-pub fn render(input: &RenderInput<'_>) -> Result<Option<Rendered>, RenderError> {
+pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderError> {
     let enabled = input.spec.is_some_and(|s| s.enabled);
     let spec_keys = input.spec.and_then(|s| s.secretbox.as_ref()).map(|b| b.keys.as_slice()).unwrap_or_default();
     let vouched = status_vouches(input);
@@ -373,7 +373,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Option<Rendered>, RenderError> 
     check(&config)?;
     let yaml = serde_yaml::to_string(&config).map_err(|e| RenderError::Invalid { problems: e.to_string() })?;
     let hash = content_hash(yaml.as_bytes());
-    Ok(Some(Rendered { config, yaml, hash, writer, drift }))
+    Ok(Some(RenderedConfig { config, yaml, hash, writer, drift }))
 }
 
 /// The key material a spec key refers to, decoded as kube-apiserver decodes it.

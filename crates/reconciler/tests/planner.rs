@@ -1,0 +1,375 @@
+//! Table tests of the planner, one per phase and path of issue 4, driven through the
+//! simulated control plane (`sim`). Every step also checks the no-data-loss invariants.
+
+mod sim;
+
+use std::time::Duration;
+
+use eargate_policy::model::EncryptionPhase::{self, *};
+use eargate_policy::names;
+use eargate_reconciler::plan::{plan, Action, CONDITION_ENCRYPTION_RECONCILED};
+use sim::*;
+
+fn active_key(w: &World) -> String {
+    w.status().map(|s| s.active_key.clone()).unwrap_or_default()
+}
+
+fn rendered_names(w: &World) -> Vec<String> {
+    let cfg = w.rendered_config().unwrap();
+    cfg.resources[0]
+        .providers
+        .iter()
+        .map(|p| match &p.secretbox {
+            Some(s) => s.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join("+"),
+            None => p.kind_name().to_owned(),
+        })
+        .collect()
+}
+
+/// Reconciles, rolls every pod, runs Jobs, and records the phase after each reconcile.
+fn run(w: &mut World) -> Vec<Option<EncryptionPhase>> {
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let before = w.fingerprint();
+        w.reconcile();
+        w.check_invariants();
+        if seen.last() != Some(&w.phase()) {
+            seen.push(w.phase());
+        }
+        w.roll_all();
+        w.check_invariants();
+        w.finish_jobs();
+        w.check_invariants();
+        if before == w.fingerprint() {
+            break;
+        }
+    }
+    seen
+}
+
+fn enabled_world() -> World {
+    let mut w = World::new(3);
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    run(&mut w);
+    assert_eq!(w.phase(), Some(Active));
+    w
+}
+
+#[test]
+fn enable_stages_the_key_as_reader_first_then_encrypts() {
+    let mut w = World::new(3);
+    assert!(w.reconcile().is_empty(), "nothing configured: nothing to do");
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Pending));
+    assert_eq!(w.condition(names::CONDITION_ENCRYPTION_INITIALIZED).unwrap().status, "True");
+    // First the key only decrypts: old API servers (no config) could not read it.
+    assert_eq!(rendered_names(&w), ["identity", "key-1"]);
+    // Half-way rollout: no promotion.
+    w.roll_one();
+    w.reconcile();
+    assert_eq!(rendered_names(&w), ["identity", "key-1"]);
+    w.roll_all();
+    w.reconcile();
+    assert_eq!(rendered_names(&w), ["key-1", "identity"], "promoted after the rollout made it readable everywhere");
+    assert_eq!(w.phase(), Some(Pending));
+    w.roll_all();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(EncryptionNeeded));
+    assert_eq!(w.jobs.len(), 1);
+    w.reconcile();
+    assert_eq!(w.jobs.len(), 1, "one Job per config hash");
+    w.finish_jobs();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Active));
+    assert_eq!(active_key(&w), "secretbox/key-1");
+    assert_eq!(w.status().unwrap().encrypted_resources, ["secrets"]);
+    w.check_invariants();
+    assert!(w.reconcile().is_empty(), "Active and stable: no actions");
+}
+
+#[test]
+fn add_secondary_rolls_without_reencryption() {
+    let mut w = enabled_world();
+    let jobs = w.jobs_created;
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    let phases = run(&mut w);
+    assert_eq!(phases, [Some(Pending), Some(Active)]);
+    assert_eq!(w.jobs_created, jobs, "no re-encryption for a secondary key");
+    assert_eq!(rendered_names(&w), ["key-1+key-2", "identity"]);
+    assert_eq!(active_key(&w), "secretbox/key-1");
+}
+
+#[test]
+fn promote_reencrypts_then_remove_old_key() {
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    run(&mut w);
+    w.set_spec(Some(enc(true, &["secrets"], &[2, 1])));
+    let phases = run(&mut w);
+    assert_eq!(phases, [Some(Pending), Some(EncryptionNeeded), Some(Active)]);
+    assert_eq!(active_key(&w), "secretbox/key-2");
+    assert!(w.store.iter().filter(|o| o.resource == "secrets").all(|o| o.seal.as_ref().unwrap().0 == "key-2"));
+    let jobs = w.jobs_created;
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    let phases = run(&mut w);
+    assert_eq!(phases, [Some(Pending), Some(Active)]);
+    assert_eq!(w.jobs_created, jobs);
+    assert_eq!(rendered_names(&w), ["key-2", "identity"]);
+}
+
+#[test]
+fn removed_key_is_retained_while_a_rotation_is_unfinished() {
+    // A promotion whose Job failed: key-1 may still seal data, so it stays rendered even if
+    // the spec (bypassing the policy) drops it.
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    run(&mut w);
+    w.set_spec(Some(enc(true, &["secrets"], &[2, 1])));
+    w.reconcile();
+    w.roll_all();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(EncryptionNeeded));
+    w.job_step(0);
+    w.fail_job();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Failed));
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    run(&mut w);
+    assert!(rendered_names(&w).iter().any(|p| p.contains("key-1")), "{:?}", rendered_names(&w));
+}
+
+#[test]
+fn resource_change_via_disable_and_reenable() {
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(false, &["secrets"], &[1])));
+    let phases = run(&mut w);
+    assert_eq!(phases, [Some(Pending), Some(EncryptionNeeded), None]);
+    assert!(w.status().is_none());
+    assert_eq!(w.condition(names::CONDITION_ENCRYPTION_INITIALIZED).unwrap().status, "False");
+    assert!(w.store.iter().all(|o| o.seal.is_none()));
+    assert_eq!(rendered_names(&w), ["identity", "key-1"], "disabled: identity writes, keys still read");
+    w.set_spec(Some(enc(true, &["secrets", "configmaps"], &[1])));
+    run(&mut w);
+    assert_eq!(w.phase(), Some(Active));
+    assert_eq!(w.status().unwrap().encrypted_resources, ["secrets", "configmaps"]);
+    assert!(w.store.iter().all(|o| o.seal.as_ref().unwrap().0 == "key-1"));
+}
+
+#[test]
+fn remove_configuration_decrypts_with_retained_key_then_clears() {
+    let mut w = enabled_world();
+    w.set_spec(None);
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Pending));
+    assert_eq!(rendered_names(&w), ["identity", "key-1"], "material kept until decryption finished");
+    run(&mut w);
+    assert!(w.status().is_none());
+    assert_eq!(w.condition(names::CONDITION_ENCRYPTION_INITIALIZED).unwrap().status, "False");
+    assert!(w.store.iter().all(|o| o.seal.is_none()));
+    assert!(w.reconcile().is_empty());
+}
+
+#[test]
+fn job_failure_then_recovery_by_retry_annotation_and_by_spec_change() {
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    run(&mut w);
+    w.set_spec(Some(enc(true, &["secrets"], &[2, 1])));
+    w.reconcile();
+    w.roll_all();
+    w.reconcile();
+    w.fail_job();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Failed));
+    let cond = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
+    assert_eq!((cond.status.as_str(), cond.reason.as_deref()), ("False", Some("JobFailed")));
+    assert!(w.events.iter().any(|(r, _)| r == "Failed"));
+    assert!(w.reconcile().is_empty(), "Failed holds without a new retry value or spec change");
+    assert!(w.rendered_config().is_some());
+    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"], "keys of the failed attempt stay rendered");
+    w.set_retry("1");
+    let jobs = w.jobs_created;
+    let phases = run(&mut w);
+    assert_eq!(phases.first(), Some(&Some(Pending)));
+    assert_eq!(w.phase(), Some(Active));
+    assert_eq!(w.jobs_created, jobs + 1, "a new attempt gets a new Job");
+    assert_eq!(active_key(&w), "secretbox/key-2");
+
+    // Recovery by a spec change: fail a disable, then re-enable.
+    w.set_spec(Some(enc(false, &["secrets"], &[2])));
+    w.reconcile();
+    w.roll_all();
+    w.reconcile();
+    w.fail_job();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Failed));
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    run(&mut w);
+    assert_eq!(w.phase(), Some(Active));
+    assert_eq!(active_key(&w), "secretbox/key-2");
+}
+
+#[test]
+fn rollout_timeout_fails_and_retry_restarts_the_clock() {
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    w.reconcile();
+    w.roll_one();
+    w.tick(Duration::from_secs(60));
+    assert!(matches!(w.reconcile().last(), Some(Action::RequeueAfter(_))));
+    w.tick(w.settings.rollout_timeout);
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Failed));
+    assert_eq!(w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap().reason.as_deref(), Some("RolloutTimeout"));
+    w.check_invariants();
+    w.set_retry("again");
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Pending));
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Pending), "the clock restarted with the retry");
+    run(&mut w);
+    assert_eq!(w.phase(), Some(Active));
+}
+
+#[test]
+fn controller_restart_in_every_phase_converges_without_duplicate_jobs() {
+    // For every reconcile of an enable + rotate scenario, crash after each prefix of its
+    // actions; a fresh planner must pick up from the observed state alone.
+    for crash_at in 0..8 {
+        let mut w = World::new(3);
+        w.set_spec(Some(enc(true, &["secrets"], &[1])));
+        for step in 0..30 {
+            if step == 12 {
+                w.set_spec(Some(enc(true, &["secrets"], &[1, 3])));
+            }
+            if step == 20 && w.phase() == Some(Active) {
+                w.set_spec(Some(enc(true, &["secrets"], &[3, 1])));
+            }
+            // Plans are deterministic: the same observation gives the same actions.
+            assert_eq!(plan(&w.observe(), &w.settings), plan(&w.observe(), &w.settings));
+            w.reconcile_with(Some(crash_at));
+            w.check_invariants();
+            w.reconcile();
+            w.check_invariants();
+            w.roll_one();
+            w.check_invariants();
+            w.job_step(step);
+            w.check_invariants();
+        }
+        w.settle();
+        assert_eq!(w.phase(), Some(Active), "crash_at {crash_at}");
+        assert_eq!(active_key(&w), "secretbox/key-3");
+        let names: std::collections::BTreeSet<_> = w.jobs.keys().collect();
+        assert_eq!(names.len(), w.jobs_created, "never two Jobs of the same name");
+        assert_eq!(w.jobs_created, 2, "one Job for enabling, one for the promotion");
+    }
+}
+
+#[test]
+fn missing_key_secret_is_reported_and_retried_never_silent() {
+    let mut w = World::new(2);
+    w.key_secrets.remove("key-1");
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    let actions = w.reconcile();
+    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "KeySecretMissing")));
+    assert!(actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeySecretMissing")));
+    assert!(!actions.iter().any(|a| matches!(a, Action::WriteConfigSecret { .. })));
+    let c = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
+    assert_eq!(c.status, "False");
+    assert!(c.message.as_deref().unwrap().contains("key-1"));
+    // Second time: same condition, no redundant status write, still an Event and a Backoff.
+    let again = w.reconcile();
+    assert!(!again.iter().any(|a| matches!(a, Action::PatchStatus { .. })));
+    assert!(again.iter().any(|a| matches!(a, Action::Backoff { .. })));
+    // Invalid content.
+    w.key_secrets.insert(
+        "key-1".into(),
+        eargate_reconciler::plan::KeySecret::Data([("key".to_owned(), b"c2hvcnQ=".to_vec())].into()),
+    );
+    let actions = w.reconcile();
+    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "KeyInvalid")));
+    // Fixed: proceeds.
+    w.key_secrets.insert(
+        "key-1".into(),
+        eargate_reconciler::plan::KeySecret::Data([("key".to_owned(), B64_KEY1.as_bytes().to_vec())].into()),
+    );
+    run(&mut w);
+    assert_eq!(w.phase(), Some(Active));
+}
+
+static B64_KEY1: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use base64::Engine as _;
+    B64.encode(material(1))
+});
+
+#[test]
+fn missing_deployment_is_reported() {
+    let mut w = World::new(1);
+    w.deployment_missing = true;
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    let actions = w.reconcile();
+    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "ApiServerMissing")));
+}
+
+#[test]
+fn drifted_key_secret_keeps_rendered_material_and_reports() {
+    let mut w = enabled_world();
+    let before = w.rendered.clone();
+    w.key_secrets.insert(
+        "key-1".into(),
+        eargate_reconciler::plan::KeySecret::Data([("key".to_owned(), {
+            use base64::Engine as _;
+            B64.encode(material(5)).into_bytes()
+        })].into()),
+    );
+    let actions = w.reconcile();
+    assert!(actions.iter().any(|a| matches!(a, Action::ReportDrift { key_name } if key_name == "key-1")));
+    assert!(actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeyDrift")));
+    assert_eq!(w.rendered, before, "rendered material never changes under the same name");
+    assert_eq!(w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap().reason.as_deref(), Some("KeyDrift"));
+    w.check_invariants();
+}
+
+#[test]
+fn unreadable_rendered_config_is_not_overwritten() {
+    let mut w = enabled_world();
+    w.rendered.as_mut().unwrap().data = Some(b"apiVersion: v1\nkind: Nope\n".to_vec());
+    let actions = w.reconcile();
+    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "ConfigUnreadable")));
+    assert!(!actions.iter().any(|a| matches!(a, Action::WriteConfigSecret { .. })));
+}
+
+#[test]
+fn no_key_material_in_events_conditions_status_or_jobs() {
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    run(&mut w);
+    w.set_spec(Some(enc(true, &["secrets"], &[2, 1])));
+    w.reconcile();
+    w.roll_all();
+    w.reconcile();
+    w.fail_job();
+    w.reconcile();
+    w.key_secrets.remove("key-3");
+    w.set_spec(Some(enc(true, &["secrets"], &[2, 1, 3])));
+    w.reconcile();
+    let texts = w.texts();
+    for i in 0..6 {
+        use base64::Engine as _;
+        let b64 = B64.encode(material(i));
+        assert!(!texts.contains(&b64[..12]), "material of key-{i} leaked");
+        let hex = eargate_test_hex(&material(i));
+        assert!(!texts.contains(&hex[..16]));
+    }
+    let debug = format!("{:?}", w.observe());
+    assert!(!debug.contains(&{
+        use base64::Engine as _;
+        B64.encode(material(1))[..12].to_owned()
+    }));
+}
+
+fn eargate_test_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+

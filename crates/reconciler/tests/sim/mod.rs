@@ -1,0 +1,445 @@
+//! A simulated control plane for planner tests: the Cluster, key Secrets, the rendered Secret,
+//! API server pods (each running the config it loaded when it started), re-encryption Jobs
+//! that rewrite objects one by one, and a store in which every object remembers the key it
+//! was sealed with. Actions from `plan()` are executed like the I/O layer would.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use eargate_policy::apiserver_config::EncryptionConfig;
+use eargate_policy::model::{
+    Cluster, ClusterSpec, ClusterStatus, EncryptionConfiguration, EncryptionPhase, SecretKeyRef,
+    SecretboxEncryptionConfiguration, SecretboxKey,
+};
+use eargate_policy::names;
+use eargate_reconciler::job::job_name_for;
+use eargate_reconciler::plan::{
+    plan, Action, EncryptionStatusChange, JobState, KeySecret, Observed, Rendered, Rollout, Settings,
+};
+use k8s_openapi::jiff::Timestamp;
+
+pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Material of pool key `i` (deterministic, distinct).
+pub fn material(i: usize) -> [u8; 32] {
+    let mut m = [0u8; 32];
+    for (j, b) in m.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(j as u8).wrapping_mul(7).wrapping_add(3);
+    }
+    m
+}
+
+pub fn key_name(i: usize) -> String {
+    format!("key-{i}")
+}
+
+/// Pool key `i`: even keys inline, odd keys by secretRef to Secret `key-<i>` data key `key`.
+pub fn spec_key(i: usize) -> SecretboxKey {
+    if i % 2 == 0 {
+        SecretboxKey { name: key_name(i), value: Some(B64.encode(material(i))), secret_ref: None }
+    } else {
+        SecretboxKey {
+            name: key_name(i),
+            value: None,
+            secret_ref: Some(SecretKeyRef { name: key_name(i), key: "key".into(), optional: None }),
+        }
+    }
+}
+
+pub fn enc(enabled: bool, resources: &[&str], keys: &[usize]) -> EncryptionConfiguration {
+    EncryptionConfiguration {
+        enabled,
+        resources: resources.iter().map(|s| s.to_string()).collect(),
+        secretbox: Some(SecretboxEncryptionConfiguration { keys: keys.iter().map(|&i| spec_key(i)).collect() }),
+    }
+}
+
+/// Sealed with `(key name, material)`, or plaintext.
+pub type Seal = Option<(String, [u8; 32])>;
+
+#[derive(Clone, Debug)]
+pub struct Obj {
+    pub resource: String,
+    pub seal: Seal,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub template: Option<String>,
+    /// The config file this API server instance loaded (None: no encryption config).
+    pub config: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SimJob {
+    pub resources: Vec<String>,
+    pub next: usize,
+    pub state: JobState,
+}
+
+#[derive(Clone, Debug)]
+pub struct World {
+    pub cluster: Cluster,
+    pub key_secrets: BTreeMap<String, KeySecret>,
+    pub rendered: Option<Rendered>,
+    pub template: Option<String>,
+    pub started: Option<Timestamp>,
+    pub pods: Vec<Pod>,
+    pub jobs: BTreeMap<String, SimJob>,
+    pub jobs_created: usize,
+    pub store: Vec<Obj>,
+    pub now: Timestamp,
+    pub events: Vec<(String, String)>,
+    pub all_actions: Vec<Action>,
+    pub settings: Settings,
+    pub deployment_missing: bool,
+}
+
+pub const RESOURCES: &[&str] = &["secrets", "configmaps"];
+
+impl World {
+    pub fn new(pods: usize) -> Self {
+        let cluster = Cluster {
+            metadata: kube::api::ObjectMeta { name: Some("c1".into()), generation: Some(1), ..Default::default() },
+            spec: ClusterSpec {
+                features: BTreeMap::from([(names::FEATURE_ENCRYPTION_AT_REST.to_owned(), true)]),
+                encryption_configuration: None,
+            },
+            status: Some(ClusterStatus { namespace_name: Some("cluster-c1".into()), ..Default::default() }),
+        };
+        let key_secrets = (0..6)
+            .filter(|i| i % 2 == 1)
+            .map(|i| {
+                (key_name(i), KeySecret::Data(BTreeMap::from([("key".to_owned(), B64.encode(material(i)).into_bytes())])))
+            })
+            .collect();
+        let mut w = Self {
+            cluster,
+            key_secrets,
+            rendered: None,
+            template: None,
+            started: None,
+            pods: (0..pods).map(|_| Pod { template: None, config: None }).collect(),
+            jobs: BTreeMap::new(),
+            jobs_created: 0,
+            store: Vec::new(),
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
+            events: Vec::new(),
+            all_actions: Vec::new(),
+            settings: Settings::default(),
+            deployment_missing: false,
+        };
+        for (i, r) in RESOURCES.iter().enumerate() {
+            for _ in 0..2 {
+                w.user_write(r, i);
+            }
+        }
+        w
+    }
+
+    pub fn set_spec(&mut self, spec: Option<EncryptionConfiguration>) {
+        self.cluster.spec.encryption_configuration = spec;
+        self.cluster.metadata.generation = Some(self.cluster.metadata.generation.unwrap_or(1) + 1);
+    }
+
+    pub fn set_retry(&mut self, value: &str) {
+        self.cluster
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(names::ANNOTATION_RETRY.to_owned(), value.to_owned());
+    }
+
+    pub fn status(&self) -> Option<&eargate_policy::model::ClusterEncryptionStatus> {
+        self.cluster.status.as_ref().and_then(|s| s.encryption.as_ref())
+    }
+
+    pub fn phase(&self) -> Option<EncryptionPhase> {
+        self.status().and_then(|s| s.phase)
+    }
+
+    pub fn condition(&self, t: &str) -> Option<&eargate_policy::model::ClusterCondition> {
+        self.cluster.status.as_ref().and_then(|s| s.conditions.get(t))
+    }
+
+    pub fn rendered_config(&self) -> Option<EncryptionConfig> {
+        self.rendered.as_ref().and_then(|r| r.data.as_ref()).map(|d| serde_yaml::from_slice(d).unwrap())
+    }
+
+    pub fn observe(&self) -> Observed {
+        let rollout = (!self.deployment_missing).then(|| {
+            let n = self.pods.len() as i32;
+            let updated = self.pods.iter().filter(|p| p.template == self.template).count() as i32;
+            Rollout {
+                template_hash: self.template.clone(),
+                started: self.started,
+                generation: 1,
+                observed_generation: 1,
+                desired: n,
+                updated,
+                available: n,
+                ready: n,
+                total: n,
+            }
+        });
+        let job = self.rendered.as_ref().and_then(job_name_for).and_then(|n| self.jobs.get(&n)).map(|j| j.state.clone());
+        Observed {
+            namespace: Observed::namespace_of(&self.cluster),
+            cluster: self.cluster.clone(),
+            rendered: self.rendered.clone(),
+            key_secrets: self.key_secrets.clone(),
+            rollout,
+            job,
+            now: self.now,
+        }
+    }
+
+    /// One reconcile: plan from scratch, execute the actions, stopping before action
+    /// `fail_at` (an API error or a controller crash mid-way).
+    pub fn reconcile_with(&mut self, fail_at: Option<usize>) -> Vec<Action> {
+        let actions = plan(&self.observe(), &self.settings);
+        for (i, a) in actions.iter().enumerate() {
+            if fail_at == Some(i) {
+                break;
+            }
+            self.execute(a);
+        }
+        self.all_actions.extend(actions.iter().cloned());
+        actions
+    }
+
+    pub fn reconcile(&mut self) -> Vec<Action> {
+        self.reconcile_with(None)
+    }
+
+    pub fn execute(&mut self, a: &Action) {
+        match a {
+            Action::PatchStatus { encryption, conditions } => {
+                let st = self.cluster.status.get_or_insert_with(Default::default);
+                match encryption {
+                    EncryptionStatusChange::Keep => {}
+                    EncryptionStatusChange::Set(e) => st.encryption = Some(e.clone()),
+                    EncryptionStatusChange::Clear => st.encryption = None,
+                }
+                for (k, v) in conditions {
+                    st.conditions.insert(k.clone(), v.clone());
+                }
+            }
+            Action::WriteConfigSecret { yaml, hash, annotations } => {
+                self.rendered = Some(Rendered {
+                    data: Some(yaml.clone().into_bytes()),
+                    labels: BTreeMap::from([(names::LABEL_CONFIG_HASH.to_owned(), hash.clone())]),
+                    annotations: annotations.clone(),
+                });
+            }
+            Action::RollApiServer { hash, started } => {
+                if self.template.as_deref() != Some(hash) {
+                    self.template = Some(hash.clone());
+                }
+                self.started = Some(*started);
+            }
+            Action::CreateJob { job } => {
+                let name = job.metadata.name.clone().unwrap();
+                if !self.jobs.contains_key(&name) {
+                    let args = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+                    let i = args.iter().position(|a| a == "--resources").unwrap();
+                    let resources = args[i + 1].split(',').map(str::to_owned).collect();
+                    self.jobs.insert(name, SimJob { resources, next: 0, state: JobState::Running });
+                    self.jobs_created += 1;
+                }
+            }
+            Action::Event { reason, note, .. } => self.events.push((reason.clone(), note.clone())),
+            Action::ReportDrift { .. } | Action::RequeueAfter(_) | Action::Backoff { .. } => {}
+        }
+    }
+
+    /// The current content of the rendered Secret (what a starting pod loads).
+    fn secret_content(&self) -> Option<Vec<u8>> {
+        self.rendered.as_ref().and_then(|r| r.data.clone())
+    }
+
+    /// Replaces one pod of an old template with a new one; false when none is left.
+    pub fn roll_one(&mut self) -> bool {
+        let content = self.secret_content();
+        let template = self.template.clone();
+        match self.pods.iter_mut().find(|p| p.template != template) {
+            Some(p) => {
+                *p = Pod { template, config: content };
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn roll_all(&mut self) {
+        while self.roll_one() {}
+    }
+
+    /// A pod restarts (or reloads its config file) with the current Secret content.
+    pub fn restart_pod(&mut self, i: usize) {
+        let n = self.pods.len();
+        let content = self.secret_content();
+        self.pods[i % n].config = content;
+    }
+
+    pub fn tick(&mut self, d: Duration) {
+        self.now = self.now.checked_add(d).unwrap();
+    }
+
+    /// A client writes an object of `resource` through pod `pod`.
+    pub fn user_write(&mut self, resource: &str, pod: usize) {
+        let n = self.pods.len();
+        let seal = writer(self.pods[pod % n].config.as_deref(), resource);
+        self.store.push(Obj { resource: resource.to_owned(), seal });
+    }
+
+    /// The running Job rewrites its next object through pod `pod` (read, then write back).
+    pub fn job_step(&mut self, pod: usize) {
+        let n = self.pods.len();
+        let Some((_, job)) = self.jobs.iter_mut().find(|(_, j)| j.state == JobState::Running) else { return };
+        let idx: Vec<usize> = (0..self.store.len()).filter(|&i| job.resources.contains(&self.store[i].resource)).collect();
+        if job.next >= idx.len() {
+            job.state = JobState::Succeeded;
+            return;
+        }
+        let o = idx[job.next];
+        let cfg = self.pods[pod % n].config.clone();
+        if !readable(cfg.as_deref(), &self.store[o]) {
+            job.state = JobState::Failed { reason: "object unreadable".into() };
+            return;
+        }
+        self.store[o].seal = writer(cfg.as_deref(), &self.store[o].resource.clone());
+        job.next += 1;
+    }
+
+    pub fn finish_jobs(&mut self) {
+        for i in 0..10_000 {
+            if !self.jobs.values().any(|j| j.state == JobState::Running) {
+                return;
+            }
+            self.job_step(i);
+        }
+    }
+
+    pub fn fail_job(&mut self) {
+        if let Some(j) = self.jobs.values_mut().find(|j| j.state == JobState::Running) {
+            j.state = JobState::Failed { reason: "BackoffLimitExceeded".into() };
+        }
+    }
+
+    /// Drives reconcile, rollout and Jobs until nothing changes; returns the phase.
+    pub fn settle(&mut self) -> Option<EncryptionPhase> {
+        for _ in 0..40 {
+            let before = self.fingerprint();
+            self.reconcile();
+            self.roll_all();
+            self.finish_jobs();
+            self.check_invariants();
+            if before == self.fingerprint() {
+                self.reconcile();
+                self.check_invariants();
+                return self.phase();
+            }
+        }
+        panic!("did not settle: phase {:?}", self.phase());
+    }
+
+    /// Everything a reconcile, rollout or Job step can change.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.cluster.status,
+            self.rendered,
+            self.template,
+            self.started,
+            self.jobs,
+            self.pods.iter().map(|p| (&p.template, p.config.as_ref().map(|c| eargate_reconciler::render::content_hash(c)))).collect::<Vec<_>>(),
+            self.sealed_with()
+        )
+    }
+
+    /// The no-data-loss invariants, at any moment.
+    pub fn check_invariants(&self) {
+        for (i, o) in self.store.iter().enumerate() {
+            for (p, pod) in self.pods.iter().enumerate() {
+                assert!(
+                    readable(pod.config.as_deref(), o),
+                    "object {i} ({}, sealed with {:?}) unreadable by API server {p}",
+                    o.resource,
+                    o.seal.as_ref().map(|s| &s.0)
+                );
+            }
+        }
+        if let Some(st) = self.status() {
+            if st.phase == Some(EncryptionPhase::Active) && st.active_key.starts_with(names::ACTIVE_KEY_SECRETBOX_PREFIX) {
+                let key = &st.active_key[names::ACTIVE_KEY_SECRETBOX_PREFIX.len()..];
+                for o in self.store.iter().filter(|o| st.encrypted_resources.contains(&o.resource)) {
+                    assert_eq!(o.seal.as_ref().map(|s| s.0.as_str()), Some(key), "Active but a {} object is not sealed with {key}", o.resource);
+                }
+            }
+        } else if self.condition(names::CONDITION_ENCRYPTION_INITIALIZED).is_some_and(|c| c.status == "False") {
+            assert!(self.store.iter().all(|o| o.seal.is_none()), "decrypted and cleared, but an object is still sealed");
+        }
+        if let Some(cfg) = self.rendered_config() {
+            eargate_reconciler::render::check(&cfg).expect("rendered config passes kube-apiserver validation");
+            for p in &cfg.resources[0].providers {
+                for k in p.secretbox.iter().flat_map(|s| s.keys.iter()) {
+                    let i: usize = k.name.strip_prefix("key-").unwrap().parse().unwrap();
+                    assert_eq!(B64.decode(&k.secret).unwrap(), material(i).to_vec(), "rendered material of {} is the spec's 32 bytes", k.name);
+                }
+            }
+        }
+    }
+
+    /// Every text the planner produced for humans or the API (events, conditions, status).
+    pub fn texts(&self) -> String {
+        let mut s = String::new();
+        for (r, n) in &self.events {
+            s.push_str(r);
+            s.push_str(n);
+        }
+        s.push_str(&serde_json::to_string(&self.cluster.status).unwrap());
+        for a in &self.all_actions {
+            match a {
+                Action::WriteConfigSecret { hash, annotations, .. } => {
+                    s.push_str(hash);
+                    s.push_str(&format!("{annotations:?}"));
+                }
+                Action::CreateJob { job } => s.push_str(&serde_json::to_string(job).unwrap()),
+                other => s.push_str(&format!("{other:?}")),
+            }
+        }
+        s
+    }
+
+    pub fn sealed_with(&self) -> Vec<Option<String>> {
+        self.store.iter().map(|o| o.seal.as_ref().map(|s| s.0.clone())).collect()
+    }
+}
+
+/// The providers an API server with `config` uses for `resource` (None: not covered).
+fn providers(config: Option<&[u8]>, resource: &str) -> Option<Vec<eargate_policy::apiserver_config::Provider>> {
+    let cfg: EncryptionConfig = serde_yaml::from_slice(config?).unwrap();
+    cfg.resources.into_iter().find(|e| e.resources.iter().any(|r| r == resource)).map(|e| e.providers)
+}
+
+fn writer(config: Option<&[u8]>, resource: &str) -> Seal {
+    let ps = providers(config, resource)?;
+    let first = ps.first()?;
+    let k = first.secretbox.as_ref()?.keys.first()?;
+    Some((k.name.clone(), B64.decode(&k.secret).unwrap().try_into().unwrap()))
+}
+
+pub fn readable(config: Option<&[u8]>, o: &Obj) -> bool {
+    match providers(config, &o.resource) {
+        None => o.seal.is_none(),
+        Some(ps) => match &o.seal {
+            None => ps.iter().any(|p| p.identity.is_some()),
+            Some((name, m)) => ps.iter().filter_map(|p| p.secretbox.as_ref()).flat_map(|s| s.keys.iter()).any(|k| {
+                &k.name == name && B64.decode(&k.secret).ok().as_deref() == Some(m.as_slice())
+            }),
+        },
+    }
+}
