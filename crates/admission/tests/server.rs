@@ -1,0 +1,747 @@
+//! The admission server end to end: a real server on an ephemeral port, real TLS, every
+//! reply checked with kube-apiserver's acceptance rules.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use eargate_admission::{PolicyReviewer, Reviewer};
+use eargate_policy::review::{ReviewError, Reviewed, Webhook};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Mutate, apply the patch, then validate the patched object: what kube-apiserver does.
+async fn mutate_then_validate(server: &TestServer, review_in: &Value) -> (Value, Value) {
+    let mutated = server.admit("/mutate", review_in).await;
+    let mut second = review_in.clone();
+    if let Some(object) = review_in["request"].get("object").filter(|o| !o.is_null()) {
+        second["request"]["object"] = apply_patch(object, &mutated);
+    }
+    let validated = server.admit("/validate", &second).await;
+    (mutated, validated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_with_defaults_is_patched_then_allowed_in_both_versions() {
+    let server = TestServer::start().await;
+    for version in [V1, V1BETA1] {
+        // No resources: the mutating webhook fills ["secrets"].
+        let object = cluster(
+            "abcdefgh",
+            Some(enc(vec![inline_key("key-1", 1)], None)),
+            None,
+        );
+        let r = review(
+            version,
+            "CREATE",
+            Some(&object),
+            None,
+            None,
+            "someone@example.com",
+            false,
+        );
+        let (mutated, validated) = mutate_then_validate(&server, &r).await;
+        assert_eq!(mutated["response"]["patchType"], "JSONPatch", "{mutated:#}");
+        let patched = apply_patch(&object, &mutated);
+        assert_eq!(
+            patched["spec"]["encryptionConfiguration"]["resources"],
+            json!(["secrets"])
+        );
+        // Nothing outside spec.encryptionConfiguration changed.
+        let mut a = patched.clone();
+        let mut b = object.clone();
+        a["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("encryptionConfiguration");
+        b["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("encryptionConfiguration");
+        assert_eq!(a, b);
+        assert_eq!(validated["response"]["allowed"], true, "{validated:#}");
+        // Inline keys earn a warning.
+        assert!(validated["response"]["warnings"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty()));
+
+        // Already normal: no patch at all (patch and patchType both absent).
+        let object = cluster(
+            "abcdefgh",
+            Some(enc(vec![inline_key("key-1", 1)], Some(vec!["secrets"]))),
+            None,
+        );
+        let r = review(
+            version,
+            "CREATE",
+            Some(&object),
+            None,
+            None,
+            "someone@example.com",
+            false,
+        );
+        let (mutated, validated) = mutate_then_validate(&server, &r).await;
+        assert!(
+            mutated["response"].get("patch").is_none_or(Value::is_null),
+            "{mutated:#}"
+        );
+        assert_eq!(validated["response"]["allowed"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_active_key_is_denied_with_403_in_both_versions() {
+    let server = TestServer::start().await;
+    for version in [V1, V1BETA1] {
+        let old = cluster(
+            "abcdefgh",
+            Some(enc(
+                vec![inline_key("key-1", 1), inline_key("key-2", 2)],
+                Some(vec!["secrets"]),
+            )),
+            Some(active("key-1")),
+        );
+        let new = cluster(
+            "abcdefgh",
+            Some(enc(vec![inline_key("key-2", 2)], Some(vec!["secrets"]))),
+            Some(active("key-1")),
+        );
+        let r = review(
+            version,
+            "UPDATE",
+            Some(&new),
+            Some(&old),
+            None,
+            "someone@example.com",
+            false,
+        );
+        let (_, validated) = mutate_then_validate(&server, &r).await;
+        let resp = &validated["response"];
+        assert_eq!(resp["allowed"], false, "{validated:#}");
+        assert_eq!(resp["status"]["code"], 403);
+        assert_eq!(resp["status"]["reason"], "Forbidden");
+        let message = resp["status"]["message"].as_str().unwrap();
+        assert!(message.contains("key-1"), "{message}");
+        let audit = resp["auditAnnotations"]
+            .as_object()
+            .expect("audit annotations");
+        assert!(
+            audit.values().any(|v| v.as_str().unwrap().contains("EAR")),
+            "{audit:?}"
+        );
+
+        // dryRun gets the same verdict.
+        let r = review(
+            version,
+            "UPDATE",
+            Some(&new),
+            Some(&old),
+            None,
+            "someone@example.com",
+            true,
+        );
+        let dry = server.admit("/validate", &r).await;
+        assert_eq!(dry["response"]["allowed"], false);
+        assert_eq!(
+            dry["response"]["status"]["message"],
+            resp["status"]["message"]
+        );
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"eargate_admission_requests_total{webhook="validate",operation="UPDATE",verdict="denied"} 4"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"eargate_admission_denials_total{webhook="validate",rule="EAR"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_subresource_only_the_reconciler_changes_encryption_status() {
+    let server = TestServer::start().await;
+    let keys = || {
+        Some(enc(
+            vec![inline_key("key-1", 1), inline_key("key-2", 2)],
+            Some(vec!["secrets"]),
+        ))
+    };
+    let old = cluster("abcdefgh", keys(), Some(active("key-1")));
+    let new = cluster("abcdefgh", keys(), Some(active("key-2")));
+    for version in [V1, V1BETA1] {
+        let r = review(
+            version,
+            "UPDATE",
+            Some(&new),
+            Some(&old),
+            Some("status"),
+            "someone@example.com",
+            false,
+        );
+        let (_, v) = mutate_then_validate(&server, &r).await;
+        assert_eq!(v["response"]["allowed"], false, "{v:#}");
+        let r = review(
+            version,
+            "UPDATE",
+            Some(&new),
+            Some(&old),
+            Some("status"),
+            RECONCILER,
+            false,
+        );
+        let (_, v) = mutate_then_validate(&server, &r).await;
+        assert_eq!(v["response"]["allowed"], true, "{v:#}");
+        // Other status edits stay allowed for anyone.
+        let mut other = old.clone();
+        other["status"]["phase"] = json!("Updating");
+        let r = review(
+            version,
+            "UPDATE",
+            Some(&other),
+            Some(&old),
+            Some("status"),
+            "kubermatic-controller",
+            false,
+        );
+        let (_, v) = mutate_then_validate(&server, &r).await;
+        assert_eq!(v["response"]["allowed"], true, "{v:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_is_allowed() {
+    let server = TestServer::start().await;
+    let old = cluster(
+        "abcdefgh",
+        Some(enc(vec![inline_key("key-1", 1)], Some(vec!["secrets"]))),
+        Some(active("key-1")),
+    );
+    for version in [V1, V1BETA1] {
+        for dry_run in [false, true] {
+            let r = review(
+                version,
+                "DELETE",
+                None,
+                Some(&old),
+                None,
+                "someone@example.com",
+                dry_run,
+            );
+            let (m, v) = mutate_then_validate(&server, &r).await;
+            assert_eq!(m["response"]["allowed"], true);
+            assert_eq!(v["response"]["allowed"], true);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_kind_is_allowed_with_a_warning() {
+    let server = TestServer::start().await;
+    let mut r = review(
+        V1,
+        "CREATE",
+        Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}})),
+        None,
+        None,
+        "u",
+        false,
+    );
+    r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    r["request"]["resource"] = json!({"group": "", "version": "v1", "resource": "configmaps"});
+    for path in ["/mutate", "/validate"] {
+        let reply = server.admit(path, &r).await;
+        assert_eq!(reply["response"]["allowed"], true);
+        assert!(
+            reply["response"]["warnings"]
+                .as_array()
+                .is_some_and(|w| !w.is_empty()),
+            "{reply:#}"
+        );
+    }
+    assert!(server
+        .metrics()
+        .await
+        .contains("eargate_admission_foreign_kind_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_400_with_a_short_message() {
+    let server = TestServer::start().await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not json", b"{this is not json".to_vec()),
+        ("no request", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()),
+        ("wrong kind", br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"1"}}"#.to_vec()),
+        ("unknown version", br#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{"uid":"1"}}"#.to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for path in ["/mutate", "/validate"] {
+        for (what, body) in &cases {
+            let resp = server
+                .client
+                .post(server.url(path))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 400, "{what} on {path}");
+            let text = resp.text().await.unwrap();
+            assert!(!text.is_empty() && text.len() < 300, "{what}: {text}");
+        }
+    }
+    assert!(server
+        .metrics()
+        .await
+        .contains(r#"eargate_admission_rejected_requests_total{webhook="mutate",code="400"} 5"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_content_type_is_415_unknown_path_404_wrong_method_405() {
+    let server = TestServer::start().await;
+    let body = serde_json::to_vec(&review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    ))
+    .unwrap();
+    for ct in [Some("text/plain"), Some("application/yaml"), None] {
+        let mut req = server
+            .client
+            .post(server.url("/validate"))
+            .body(body.clone());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 415, "{ct:?}");
+    }
+    let ok = server
+        .client
+        .post(server.url("/validate"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    for path in ["/", "/mutate/x", "/metrics", "/validating"] {
+        let s = server
+            .client
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s.as_u16(), 404, "{path}");
+    }
+    for (method, path) in [
+        ("GET", "/mutate"),
+        ("GET", "/validate"),
+        ("PUT", "/validate"),
+        ("POST", "/healthz"),
+        ("DELETE", "/readyz"),
+    ] {
+        let s = server
+            .client
+            .request(method.parse().unwrap(), server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s.as_u16(), 405, "{method} {path}");
+    }
+}
+
+/// A raw TLS connection (HTTP/1.1 by hand) to control exactly what is sent.
+async fn raw_tls(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(server.certs.ca_cert_pem.as_bytes())
+        .unwrap();
+    roots.add(ca).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+use rustls::pki_types::pem::PemObject as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_is_413_without_reading_the_rest() {
+    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
+        c.max_body_bytes = 64 * 1024
+    })
+    .await;
+
+    // Declared too large: answered before any of the body is sent.
+    let mut tls = raw_tls(&server).await;
+    let head = "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("413 comes without the body being sent")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
+    // Chunked (no length): cut off at the limit, answered while the client still sends.
+    let mut tls = raw_tls(&server).await;
+    let head = "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 8192, " ".repeat(8192));
+    for _ in 0..9 {
+        // 72 KiB: over the limit, far from done (a real sender would go on).
+        if tls.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = tls.flush().await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = tls.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
+    // Just under the limit is read and judged (400: it is not a review).
+    let under = vec![b' '; 60 * 1024];
+    let resp = server
+        .client
+        .post(server.url("/validate"))
+        .header("content-type", "application/json")
+        .body(under)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert!(server
+        .metrics()
+        .await
+        .contains(r#"eargate_admission_rejected_requests_total{webhook="validate",code="413"}"#));
+}
+
+/// Panics on a marker in the body, otherwise decides like the real policy.
+struct PanicOnMarker(PolicyReviewer);
+
+impl Reviewer for PanicOnMarker {
+    fn review(&self, webhook: Webhook, body: &[u8]) -> Result<Reviewed, ReviewError> {
+        if body.windows(12).any(|w| w == b"PANIC-MARKER") {
+            panic!("injected fault");
+        }
+        self.0.review(webhook, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_a_500_and_the_server_keeps_serving() {
+    let server =
+        TestServer::start_with(Arc::new(PanicOnMarker(PolicyReviewer::default())), |_| {}).await;
+    let good = review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    );
+    let mut bad = good.clone();
+    bad["request"]["name"] = json!("PANIC-MARKER");
+    for _ in 0..3 {
+        let (status, body) = server.post("/validate", &bad).await;
+        assert_eq!(status, 500);
+        assert_eq!(String::from_utf8_lossy(&body).trim(), "internal error");
+        let reply = server.admit("/validate", &good).await;
+        assert_eq!(reply["response"]["allowed"], true);
+    }
+    assert!(server
+        .metrics()
+        .await
+        .contains("eargate_admission_panics_total 3"));
+    assert_eq!(
+        server
+            .client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_http1_over_tls_1_2_and_1_3() {
+    let server = TestServer::start().await;
+    let r = review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    );
+    // ALPN picks h2 for a client offering it.
+    let resp = server
+        .client
+        .post(server.url("/validate"))
+        .json(&r)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status().as_u16(), 200);
+    let h1 = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server.certs.ca_cert_pem.as_bytes()).unwrap(),
+        )
+        .http1_only()
+        .build()
+        .unwrap();
+    let resp = h1
+        .post(server.url("/validate"))
+        .json(&r)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status().as_u16(), 200);
+
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                rustls::pki_types::CertificateDer::from_pem_slice(
+                    server.certs.ca_cert_pem.as_bytes(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(server.running().addr)
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let server = TestServer::start().await;
+    let get = |p: &str| server.client.get(server.url(p)).send();
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
+    let r = review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    );
+    server.admit("/mutate", &r).await;
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("eargate_tls_certificate_expiry_timestamp_seconds"),
+        "{metrics}"
+    );
+    let expiry: i64 = metrics
+        .lines()
+        .find(|l| l.starts_with("eargate_tls_certificate_expiry_timestamp_seconds "))
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        expiry > now + 300 * 86400 && expiry < now + 400 * 86400,
+        "{expiry}"
+    );
+    assert!(
+        metrics.contains(r#"eargate_admission_review_duration_seconds_count{webhook="mutate"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"eargate_admission_requests_total{webhook="mutate",operation="DELETE",verdict="allowed"} 1"#));
+    let other = reqwest::get(server.metrics_url.replace("/metrics", "/other"))
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+}
+
+/// Slow reviewer: holds the request so a drain can start while it is in flight.
+struct Slow(PolicyReviewer, Duration);
+
+impl Reviewer for Slow {
+    fn review(&self, webhook: Webhook, body: &[u8]) -> Result<Reviewed, ReviewError> {
+        std::thread::sleep(self.1);
+        self.0.review(webhook, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_finishes_in_flight_requests_and_refuses_new_connections() {
+    let mut server = TestServer::start_with(
+        Arc::new(Slow(PolicyReviewer::default(), Duration::from_millis(1500))),
+        |_| {},
+    )
+    .await;
+    let r = review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    );
+    let in_flight = {
+        let client = server.client.clone();
+        let url = server.url("/validate");
+        let body = r.clone();
+        tokio::spawn(async move { client.post(url).json(&body).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let readyz_client = client(&[&server.certs.ca_cert_pem], true);
+    let started = std::time::Instant::now();
+    server.running().begin_drain();
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status().as_u16(), 200);
+    let reply: Value = resp.json().await.unwrap();
+    check_reply(&r, &reply, false).unwrap();
+    // New connections are refused once draining.
+    let refused = readyz_client.get(server.url("/readyz")).send().await;
+    assert!(refused.is_err() || refused.unwrap().status().as_u16() == 503);
+    let running = server.running.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(11), running.wait())
+        .await
+        .expect("drain ends within the timeout")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(11));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_have_one_line_per_review_and_no_key_material() {
+    let logs = logs();
+    let server = TestServer::start().await;
+    let secret_seeds = [101u64, 102, 103];
+    let old = cluster(
+        "leakcheck",
+        Some(enc(
+            vec![inline_key("key-a", 101), inline_key("key-b", 102)],
+            Some(vec!["secrets"]),
+        )),
+        Some(active("key-a")),
+    );
+    // Changes key-a's value (denied: key material is immutable) and adds key-c.
+    let new = cluster(
+        "leakcheck",
+        Some(enc(
+            vec![inline_key("key-a", 103), inline_key("key-b", 102)],
+            Some(vec!["Secrets"]),
+        )),
+        Some(active("key-a")),
+    );
+    let r = review(
+        V1,
+        "UPDATE",
+        Some(&new),
+        Some(&old),
+        None,
+        "someone@example.com",
+        false,
+    );
+    let uid = r["request"]["uid"].as_str().unwrap().to_string();
+    let (_, v) = mutate_then_validate(&server, &r).await;
+    assert_eq!(v["response"]["allowed"], false, "{v:#}");
+    let reply_text = v.to_string();
+
+    // A body that makes a JSON parser quote a key value back.
+    let mut bad = r.clone();
+    bad["request"]["dryRun"] = json!(key_value(103));
+    let (status, body) = server.post("/validate", &bad).await;
+    assert_eq!(status, 400);
+    let body = String::from_utf8_lossy(&body).into_owned();
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&uid) && l.contains("\"message\":\"review\""))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one line per review (mutate + validate):\n{text}"
+    );
+    let line: Value = serde_json::from_str(lines[1]).unwrap();
+    for field in ["uid", "operation", "name", "verdict", "rules", "latency_us"] {
+        assert!(line.get(field).is_some(), "log line lacks {field}: {line}");
+    }
+    assert_eq!(line["verdict"], "denied");
+    assert!(line["rules"].as_str().unwrap().contains("EAR"));
+
+    let mut secrets: Vec<String> = secret_seeds.iter().map(|s| key_value(*s)).collect();
+    secrets.push(pem_body(&server.certs.key_pem));
+    secrets.push(pem_body(&server.certs.ca_key_pem));
+    for secret in &secrets {
+        for w in windows(secret) {
+            assert!(!text.contains(&w), "key material in the logs");
+            assert!(!body.contains(&w), "key material in a 400 body: {body}");
+            assert!(!reply_text.contains(&w), "key material in the reply");
+        }
+    }
+    // The Display of the loaded certificate state must not leak either.
+    assert!(!format!("{:?}", server.certs).contains("PRIVATE"));
+}
