@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use base64::Engine as _;
 use eargate_policy::names::SECRETBOX_KEY_LEN;
-use rand::RngCore as _;
+use rand::TryRngCore as _;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

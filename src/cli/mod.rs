@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod crd;
+pub mod check;
 pub mod keygen;
 
 /// Exit code for bad input, usage and connection errors.
@@ -25,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Print a fresh secretbox key (base64 of 32 random bytes).
     Keygen(keygen::Args),
+    /// Try a Cluster edit offline: mutation then validation, exactly as the webhook runs them.
+    Check(check::Args),
     /// Print the clusters.kubermatic.k8c.io CustomResourceDefinition (YAML) generated from eargate's types.
     Crd(crd::Args),
 }
@@ -33,6 +36,7 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
+        Command::Check(args) => check::run(args),
         Command::Crd(args) => crd::run(args),
     };
     match result {

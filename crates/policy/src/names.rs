@@ -78,3 +78,9 @@ pub const DEFAULT_ROLLOUT_TIMEOUT: &str = "15m";
 pub const AUDIT_DECISION: &str = "decision";
 /// Audit annotation key with the comma-separated rule ids of a denial.
 pub const AUDIT_RULES: &str = "rules";
+
+/// Name of the validating webhook (kube-apiserver quotes it in denials:
+/// `admission webhook "validate.eargate.k8c.io" denied the request: …`).
+pub const VALIDATING_WEBHOOK_NAME: &str = "validate.eargate.k8c.io";
+/// Name of the mutating (defaulting) webhook.
+pub const MUTATING_WEBHOOK_NAME: &str = "mutate.eargate.k8c.io";

@@ -101,11 +101,13 @@ impl Decision {
     pub fn message(&self, cluster: &str) -> String {
         let n = self.violations.len();
         let mut out = format!(
-            "Cluster {cluster:?}: {n} problem{} with the encryption configuration: ",
+            "Cluster {cluster:?}: {n} problem{} with the encryption configuration:",
             if n == 1 { "" } else { "s" }
         );
-        let parts: Vec<String> = self.violations.iter().map(|v| v.to_string()).collect();
-        out.push_str(&parts.join("; "));
+        for v in &self.violations {
+            out.push_str("\n- ");
+            out.push_str(&v.to_string());
+        }
         out
     }
 }
