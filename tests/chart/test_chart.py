@@ -39,12 +39,17 @@ WEBHOOK_SVC = "eargate-webhook"
 RECONCILER_SA = "eargate-reconciler"
 
 
-def default_status_writer() -> str:
-    """eargate's built-in default status writer, read from the one place that defines it."""
+def shared_name(const: str) -> str:
+    """A string constant from crates/policy/src/names.rs, the one place shared names live."""
     names = (ROOT / "crates" / "policy" / "src" / "names.rs").read_text()
-    m = re.search(r'pub const DEFAULT_STATUS_WRITER: &str = "([^"]+)";', names)
-    assert m, "DEFAULT_STATUS_WRITER not found in names.rs"
+    m = re.search(rf'pub const {const}: &str = "([^"]+)";', names)
+    assert m, f"{const} not found in names.rs"
     return m.group(1)
+
+
+def default_status_writer() -> str:
+    """eargate's built-in default status writer."""
+    return shared_name("DEFAULT_STATUS_WRITER")
 
 
 def args_of(dep: dict) -> list[str]:
@@ -107,13 +112,15 @@ def test_webhook_configurations_fail_closed_with_exact_rules(rendered, mode):
     port = svc["spec"]["ports"][0]
     assert port["name"] == "https"
     expected = {
-        "MutatingWebhookConfiguration": ("/mutate", ["clusters"]),
-        "ValidatingWebhookConfiguration": ("/validate", ["clusters", "clusters/status"]),
+        "MutatingWebhookConfiguration": ("/mutate", ["clusters"], shared_name("MUTATING_WEBHOOK_NAME")),
+        "ValidatingWebhookConfiguration": ("/validate", ["clusters", "clusters/status"], shared_name("VALIDATING_WEBHOOK_NAME")),
     }
-    for kind, (path, resources) in expected.items():
+    for kind, (path, resources, webhook_name) in expected.items():
         cfg = one(objects, kind)
         assert len(cfg["webhooks"]) == 1
         wh = cfg["webhooks"][0]
+        # The name kube-apiserver quotes in denials: the one the server and docs use.
+        assert wh["name"] == webhook_name
         assert wh["failurePolicy"] == "Fail"
         assert wh["sideEffects"] == "None"
         assert wh["admissionReviewVersions"] == ["v1", "v1beta1"]
