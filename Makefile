@@ -56,3 +56,15 @@ fmt:
 bench:
 	$(CARGO) bench --workspace
 
+
+## image: build the container image (needs docker with BuildKit, or CONTAINER_TOOL=podman)
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE ?= eargate:$(VERSION)
+CONTAINER_TOOL ?= docker
+image:
+	DOCKER_BUILDKIT=1 $(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+## crd: regenerate the chart's copy of the Cluster CRD from the Rust types
+crd: build
+	$(EARGATE) crd > charts/eargate/files/crd-clusters.yaml.tmp
+	mv charts/eargate/files/crd-clusters.yaml.tmp charts/eargate/files/crd-clusters.yaml

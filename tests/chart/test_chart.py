@@ -339,7 +339,10 @@ def test_job_image_and_names_are_configurable():
 
 
 def test_default_image_tag_is_the_app_version(rendered):
+    """The default image is what `make image` builds: eargate:<Cargo version>."""
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    cargo_version = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+    assert app_version == cargo_version
     for comp in ("webhook", "reconciler"):
         assert container(deployment(rendered["default"], comp))["image"] == f"eargate:{app_version}"
 
