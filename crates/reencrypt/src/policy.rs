@@ -85,14 +85,22 @@ impl RetryPolicy {
     /// when attempts are used up. A server's `Retry-After` is honoured as given (capped);
     /// otherwise exponential backoff with `jitter` in `[0, 1)` spreading the delay over
     /// its upper half so that throttled workers do not retry in lockstep.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
+    pub fn delay(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
         if let Some(after) = retry_after {
             return Some(after.min(self.max_retry_after));
         }
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.cap);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
         let jitter = jitter.clamp(0.0, 1.0);
         Some(exp.mul_f64(0.5 + 0.5 * jitter))
     }
@@ -210,12 +218,24 @@ mod tests {
         assert_eq!(p.delay(2, None, 0.0), Some(Duration::from_millis(100)));
         assert_eq!(p.delay(5, None, 1.0), None);
         // Retry-After wins over backoff, within its ceiling.
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3)), 0.3), Some(Duration::from_secs(3)));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3600)), 0.3), Some(Duration::from_secs(10)));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3)), 0.3),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3600)), 0.3),
+            Some(Duration::from_secs(10))
+        );
         assert_eq!(p.delay(5, Some(Duration::from_secs(1)), 0.3), None);
         // Huge attempt numbers do not overflow.
-        let long = RetryPolicy { max_attempts: u32::MAX, ..p };
-        assert_eq!(long.delay(1000, None, 1.0), Some(Duration::from_millis(350)));
+        let long = RetryPolicy {
+            max_attempts: u32::MAX,
+            ..p
+        };
+        assert_eq!(
+            long.delay(1000, None, 1.0),
+            Some(Duration::from_millis(350))
+        );
     }
 
     #[test]
@@ -226,8 +246,14 @@ mod tests {
             details: Some(details(serde_json::json!({"retryAfterSeconds": 4}))),
             ..Default::default()
         };
-        assert_eq!(retry_after(Some("1"), Some(&status)), Some(Duration::from_secs(1)));
-        assert_eq!(retry_after(None, Some(&status)), Some(Duration::from_secs(4)));
+        assert_eq!(
+            retry_after(Some("1"), Some(&status)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_after(None, Some(&status)),
+            Some(Duration::from_secs(4))
+        );
         assert_eq!(retry_after(Some("soon"), None), None);
         assert_eq!(retry_after(None, Some(&Status::default())), None);
     }

@@ -73,8 +73,14 @@ impl Target {
 
     /// URL path of the collection, across namespaces when `namespace` is `None`.
     pub fn collection_path(&self, namespace: Option<&str>) -> String {
-        let root = if self.group.is_empty() { "/api" } else { "/apis" };
-        let ns = namespace.map(|ns| format!("namespaces/{ns}/")).unwrap_or_default();
+        let root = if self.group.is_empty() {
+            "/api"
+        } else {
+            "/apis"
+        };
+        let ns = namespace
+            .map(|ns| format!("namespaces/{ns}/"))
+            .unwrap_or_default();
         format!("{root}/{}/{ns}{}", self.api_version(), self.plural)
     }
 }
@@ -99,7 +105,11 @@ pub enum ResolveError {
     #[error("resource entry {entry:?} matches no resource the API server serves")]
     NoMatch { entry: String },
     #[error("resource entry {entry:?} matches no resource: discovery of group {group:?} failed ({reason})")]
-    GroupUnavailable { entry: String, group: String, reason: String },
+    GroupUnavailable {
+        entry: String,
+        group: String,
+        reason: String,
+    },
     #[error("resource entry {entry:?} names {name}, which does not support both list and update")]
     NotRewritable { entry: String, name: String },
 }
@@ -109,25 +119,42 @@ pub enum ResolveError {
 /// for both (`*.*`), never for the group alone.
 pub fn parse_entry(raw: &str) -> Result<Entry, ResolveError> {
     let entry = raw.trim();
-    let invalid = |why| ResolveError::Invalid { entry: entry.to_string(), why };
+    let invalid = |why| ResolveError::Invalid {
+        entry: entry.to_string(),
+        why,
+    };
     if entry.is_empty() {
         return Err(invalid("empty entry"));
     }
     if entry == "*" {
-        return Err(invalid("use `*.` for every core resource or `*.*` for every resource"));
+        return Err(invalid(
+            "use `*.` for every core resource or `*.*` for every resource",
+        ));
     }
-    if entry.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace() || c == '/') {
-        return Err(invalid("resources are lowercase plural names like `secrets` or `widgets.example.com`"));
+    if entry
+        .chars()
+        .any(|c| c.is_ascii_uppercase() || c.is_whitespace() || c == '/')
+    {
+        return Err(invalid(
+            "resources are lowercase plural names like `secrets` or `widgets.example.com`",
+        ));
     }
     let (resource, group) = entry.split_once('.').unwrap_or((entry, ""));
     match (resource, group) {
         ("*", "*") => Ok(Entry::All),
         (_, "*") => Err(invalid("a wildcard group is only allowed as `*.*`")),
-        (_, group) if group.contains('*') => Err(invalid("`*` may only replace a whole resource name")),
+        (_, group) if group.contains('*') => {
+            Err(invalid("`*` may only replace a whole resource name"))
+        }
         ("*", group) => Ok(Entry::Group(group.to_string())),
         ("", _) => Err(invalid("the resource name before the dot is missing")),
-        (resource, _) if resource.contains('*') => Err(invalid("`*` may only replace a whole resource name")),
-        (resource, group) => Ok(Entry::Named { resource: resource.to_string(), group: group.to_string() }),
+        (resource, _) if resource.contains('*') => {
+            Err(invalid("`*` may only replace a whole resource name"))
+        }
+        (resource, group) => Ok(Entry::Named {
+            resource: resource.to_string(),
+            group: group.to_string(),
+        }),
     }
 }
 
@@ -149,7 +176,10 @@ pub fn parse_entries(list: &[String]) -> Result<Vec<(String, Entry)>, ResolveErr
 /// Resolves entries to the resources to rewrite, each once, in the order first named.
 /// Wildcards silently leave out subresources and resources without list+update; a named
 /// resource without them, or any entry matching nothing, is an error naming the entry.
-pub fn resolve(entries: &[(String, Entry)], snapshot: &DiscoverySnapshot) -> Result<Vec<Target>, ResolveError> {
+pub fn resolve(
+    entries: &[(String, Entry)],
+    snapshot: &DiscoverySnapshot,
+) -> Result<Vec<Target>, ResolveError> {
     let mut seen = HashSet::new();
     let mut targets = Vec::new();
     let failed_group = |group: &str| snapshot.failed_groups.iter().find(|(g, _)| g == group);
@@ -178,8 +208,11 @@ pub fn resolve(entries: &[(String, Entry)], snapshot: &DiscoverySnapshot) -> Res
             }
             return Err(ResolveError::NoMatch { entry: raw.clone() });
         }
-        let rewritable: Vec<&DiscoveredResource> =
-            candidates.iter().copied().filter(|r| r.supports_list_and_update()).collect();
+        let rewritable: Vec<&DiscoveredResource> = candidates
+            .iter()
+            .copied()
+            .filter(|r| r.supports_list_and_update())
+            .collect();
         if rewritable.is_empty() {
             return match entry {
                 Entry::Named { .. } => Err(ResolveError::NotRewritable {
@@ -223,7 +256,9 @@ mod tests {
         }
     }
 
-    const RW: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+    const RW: &[&str] = &[
+        "create", "delete", "get", "list", "patch", "update", "watch",
+    ];
 
     fn snapshot() -> DiscoverySnapshot {
         DiscoverySnapshot {
@@ -235,7 +270,12 @@ mod tests {
                 res("", "v1", "bindings", &["create"]),
                 res("", "v1", "componentstatuses", &["get", "list"]),
                 res("apps", "v1", "deployments", RW),
-                res("apps", "v1", "deployments/scale", &["get", "patch", "update"]),
+                res(
+                    "apps",
+                    "v1",
+                    "deployments/scale",
+                    &["get", "patch", "update"],
+                ),
                 res("apps", "v1", "statefulsets", RW),
                 res("example.com", "v1", "widgets", RW),
                 res("metrics.k8s.io", "v1beta1", "pods", &["get", "list"]),
@@ -246,29 +286,59 @@ mod tests {
 
     fn names(list: &[&str]) -> Result<Vec<String>, ResolveError> {
         let entries = parse_entries(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        Ok(resolve(&entries, &snapshot())?.iter().map(Target::display_name).collect())
+        Ok(resolve(&entries, &snapshot())?
+            .iter()
+            .map(Target::display_name)
+            .collect())
     }
 
     #[test]
     fn parses_entries_like_kube_apiserver() {
-        assert_eq!(parse_entry("secrets"), Ok(Entry::Named { resource: "secrets".into(), group: "".into() }));
+        assert_eq!(
+            parse_entry("secrets"),
+            Ok(Entry::Named {
+                resource: "secrets".into(),
+                group: "".into()
+            })
+        );
         assert_eq!(
             parse_entry("widgets.example.com"),
-            Ok(Entry::Named { resource: "widgets".into(), group: "example.com".into() })
+            Ok(Entry::Named {
+                resource: "widgets".into(),
+                group: "example.com".into()
+            })
         );
         assert_eq!(parse_entry("*.apps"), Ok(Entry::Group("apps".into())));
         assert_eq!(parse_entry("*."), Ok(Entry::Group("".into())));
         assert_eq!(parse_entry("*.*"), Ok(Entry::All));
-        for bad in ["*", "", "secrets.*", ".apps", "Secrets", "sec*ets", "pods/status", "*.ap*s"] {
-            assert!(matches!(parse_entry(bad), Err(ResolveError::Invalid { .. })), "{bad:?} must be rejected");
+        for bad in [
+            "*",
+            "",
+            "secrets.*",
+            ".apps",
+            "Secrets",
+            "sec*ets",
+            "pods/status",
+            "*.ap*s",
+        ] {
+            assert!(
+                matches!(parse_entry(bad), Err(ResolveError::Invalid { .. })),
+                "{bad:?} must be rejected"
+            );
         }
     }
 
     #[test]
     fn named_and_group_entries() {
         assert_eq!(names(&["secrets"]).unwrap(), ["secrets"]);
-        assert_eq!(names(&["deployments.apps,widgets.example.com"]).unwrap(), ["deployments.apps", "widgets.example.com"]);
-        assert_eq!(names(&["*.apps"]).unwrap(), ["deployments.apps", "statefulsets.apps"]);
+        assert_eq!(
+            names(&["deployments.apps,widgets.example.com"]).unwrap(),
+            ["deployments.apps", "widgets.example.com"]
+        );
+        assert_eq!(
+            names(&["*.apps"]).unwrap(),
+            ["deployments.apps", "statefulsets.apps"]
+        );
     }
 
     #[test]
@@ -280,50 +350,104 @@ mod tests {
     fn everything_wildcard_skips_what_cannot_be_rewritten() {
         assert_eq!(
             names(&["*.*"]).unwrap(),
-            ["secrets", "configmaps", "pods", "deployments.apps", "statefulsets.apps", "widgets.example.com"]
+            [
+                "secrets",
+                "configmaps",
+                "pods",
+                "deployments.apps",
+                "statefulsets.apps",
+                "widgets.example.com"
+            ]
         );
     }
 
     #[test]
     fn duplicates_are_rewritten_once_in_first_named_order() {
-        assert_eq!(names(&["configmaps", "*.", "secrets"]).unwrap(), ["configmaps", "secrets", "pods"]);
+        assert_eq!(
+            names(&["configmaps", "*.", "secrets"]).unwrap(),
+            ["configmaps", "secrets", "pods"]
+        );
     }
 
     #[test]
     fn entries_matching_nothing_are_errors_naming_them() {
         let err = names(&["secrets,gadgets.example.com"]).unwrap_err();
-        assert_eq!(err, ResolveError::NoMatch { entry: "gadgets.example.com".into() });
+        assert_eq!(
+            err,
+            ResolveError::NoMatch {
+                entry: "gadgets.example.com".into()
+            }
+        );
         assert!(err.to_string().contains("gadgets.example.com"));
         // `secrets.apps` is not `secrets`: the group is part of the name.
-        assert_eq!(names(&["secrets.apps"]).unwrap_err(), ResolveError::NoMatch { entry: "secrets.apps".into() });
-        assert_eq!(names(&["*.nothing.io"]).unwrap_err(), ResolveError::NoMatch { entry: "*.nothing.io".into() });
+        assert_eq!(
+            names(&["secrets.apps"]).unwrap_err(),
+            ResolveError::NoMatch {
+                entry: "secrets.apps".into()
+            }
+        );
+        assert_eq!(
+            names(&["*.nothing.io"]).unwrap_err(),
+            ResolveError::NoMatch {
+                entry: "*.nothing.io".into()
+            }
+        );
         // A group with only read-only resources matches nothing rewritable.
-        assert_eq!(names(&["*.metrics.k8s.io"]).unwrap_err(), ResolveError::NoMatch { entry: "*.metrics.k8s.io".into() });
+        assert_eq!(
+            names(&["*.metrics.k8s.io"]).unwrap_err(),
+            ResolveError::NoMatch {
+                entry: "*.metrics.k8s.io".into()
+            }
+        );
         assert_eq!(names(&[" , "]).unwrap_err(), ResolveError::NoEntries);
     }
 
     #[test]
     fn named_resources_that_cannot_be_updated_are_errors() {
         let err = names(&["componentstatuses"]).unwrap_err();
-        assert_eq!(err, ResolveError::NotRewritable { entry: "componentstatuses".into(), name: "componentstatuses".into() });
-        assert!(matches!(names(&["pods.metrics.k8s.io"]), Err(ResolveError::NotRewritable { .. })));
+        assert_eq!(
+            err,
+            ResolveError::NotRewritable {
+                entry: "componentstatuses".into(),
+                name: "componentstatuses".into()
+            }
+        );
+        assert!(matches!(
+            names(&["pods.metrics.k8s.io"]),
+            Err(ResolveError::NotRewritable { .. })
+        ));
     }
 
     #[test]
     fn failed_discovery_is_named_for_entries_of_that_group() {
         let err = names(&["*.custom.metrics.k8s.io"]).unwrap_err();
-        assert!(matches!(err, ResolveError::GroupUnavailable { ref group, .. } if group == "custom.metrics.k8s.io"));
+        assert!(
+            matches!(err, ResolveError::GroupUnavailable { ref group, .. } if group == "custom.metrics.k8s.io")
+        );
         // `*.*` does not fail on it: an aggregated API is not stored by kube-apiserver.
         assert!(names(&["*.*"]).is_ok());
     }
 
     #[test]
     fn target_paths() {
-        let t = resolve(&parse_entries(&["deployments.apps".into()]).unwrap(), &snapshot()).unwrap().remove(0);
+        let t = resolve(
+            &parse_entries(&["deployments.apps".into()]).unwrap(),
+            &snapshot(),
+        )
+        .unwrap()
+        .remove(0);
         assert_eq!(t.collection_path(None), "/apis/apps/v1/deployments");
-        assert_eq!(t.collection_path(Some("ns")), "/apis/apps/v1/namespaces/ns/deployments");
-        let s = resolve(&parse_entries(&["secrets".into()]).unwrap(), &snapshot()).unwrap().remove(0);
-        assert_eq!(s.collection_path(Some("kube-system")), "/api/v1/namespaces/kube-system/secrets");
+        assert_eq!(
+            t.collection_path(Some("ns")),
+            "/apis/apps/v1/namespaces/ns/deployments"
+        );
+        let s = resolve(&parse_entries(&["secrets".into()]).unwrap(), &snapshot())
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            s.collection_path(Some("kube-system")),
+            "/api/v1/namespaces/kube-system/secrets"
+        );
         assert_eq!(s.api_version(), "v1");
     }
 }

@@ -96,7 +96,9 @@ impl ResourceSummary {
 
     /// Nothing failed: the list completed and every listed object was dealt with.
     pub fn ok(&self) -> bool {
-        self.list_error.is_none() && self.counts.failed == 0 && self.counts.done() == self.counts.listed
+        self.list_error.is_none()
+            && self.counts.failed == 0
+            && self.counts.done() == self.counts.listed
     }
 }
 
@@ -146,8 +148,18 @@ impl Summary {
         }
     }
 
+    /// The command's exit code: 0 only if nothing failed.
+    pub fn exit_code(&self) -> u8 {
+        if self.ok {
+            0
+        } else {
+            1
+        }
+    }
+
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"summary: {e}\"}}"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"summary: {e}\"}}"))
     }
 
     pub fn to_text(&self) -> String {
@@ -175,13 +187,24 @@ impl Summary {
                 c.gone,
                 c.failed,
                 r.duration_seconds,
-                if r.list_restarts > 0 { format!(" ({} list restarts)", r.list_restarts) } else { String::new() }
+                if r.list_restarts > 0 {
+                    format!(" ({} list restarts)", r.list_restarts)
+                } else {
+                    String::new()
+                }
             );
             if let Some(err) = &r.list_error {
-                let _ = writeln!(out, "    LIST FAILED: {err} (objects not listed were not rewritten)");
+                let _ = writeln!(
+                    out,
+                    "    LIST FAILED: {err} (objects not listed were not rewritten)"
+                );
             }
             for f in &r.failures {
-                let who = if f.namespace.is_empty() { f.name.clone() } else { format!("{}/{}", f.namespace, f.name) };
+                let who = if f.namespace.is_empty() {
+                    f.name.clone()
+                } else {
+                    format!("{}/{}", f.namespace, f.name)
+                };
                 let _ = writeln!(out, "    failed {who}: {}", f.reason);
             }
             if r.failures_omitted > 0 {
@@ -206,7 +229,11 @@ pub fn progress_line(resource: &str, done: u64, total: u64, elapsed: Duration) -
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
     let total = total.max(done);
-    let pct = if total > 0 { done as f64 * 100.0 / total as f64 } else { 100.0 };
+    let pct = if total > 0 {
+        done as f64 * 100.0 / total as f64
+    } else {
+        100.0
+    };
     let eta = if rate > 0.0 {
         format!("{:.0}s", (total - done) as f64 / rate)
     } else {
@@ -220,7 +247,13 @@ mod tests {
     use super::*;
 
     fn counts(listed: u64, rewritten: u64, conflicted: u64, gone: u64) -> Counts {
-        Counts { listed, rewritten, conflicted, gone, failed: 0 }
+        Counts {
+            listed,
+            rewritten,
+            conflicted,
+            gone,
+            failed: 0,
+        }
     }
 
     #[test]
@@ -229,13 +262,28 @@ mod tests {
         a.counts = counts(10, 7, 2, 1);
         let mut b = ResourceSummary::new("deployments.apps".into(), "apps/v1".into());
         b.counts = counts(3, 2, 0, 0);
-        b.record_failure(Failure { namespace: "ns".into(), name: "x".into(), reason: "HTTP 422 Invalid".into() });
+        b.record_failure(Failure {
+            namespace: "ns".into(),
+            name: "x".into(),
+            reason: "HTTP 422 Invalid".into(),
+        });
         assert!(a.ok());
         assert!(!b.ok());
         let s = Summary::new(vec![a.clone(), b], Duration::from_millis(1500));
         assert!(!s.ok);
-        assert_eq!(s.totals, Counts { listed: 13, rewritten: 9, conflicted: 2, gone: 1, failed: 1 });
-        assert!(Summary::new(vec![a], Duration::ZERO).ok);
+        assert_eq!(s.exit_code(), 1);
+        assert_eq!(
+            s.totals,
+            Counts {
+                listed: 13,
+                rewritten: 9,
+                conflicted: 2,
+                gone: 1,
+                failed: 1
+            }
+        );
+        assert!(Summary::new(vec![a.clone()], Duration::ZERO).ok);
+        assert_eq!(Summary::new(vec![a], Duration::ZERO).exit_code(), 0);
         assert!(Summary::new(vec![], Duration::ZERO).ok);
     }
 
@@ -258,27 +306,46 @@ mod tests {
     fn failures_are_capped_but_counted() {
         let mut r = ResourceSummary::new("secrets".into(), "v1".into());
         for i in 0..(MAX_RECORDED_FAILURES + 5) {
-            r.record_failure(Failure { namespace: "ns".into(), name: format!("s{i}"), reason: "HTTP 400".into() });
+            r.record_failure(Failure {
+                namespace: "ns".into(),
+                name: format!("s{i}"),
+                reason: "HTTP 400".into(),
+            });
         }
         assert_eq!(r.counts.failed, MAX_RECORDED_FAILURES as u64 + 5);
         assert_eq!(r.failures.len(), MAX_RECORDED_FAILURES);
         assert_eq!(r.failures_omitted, 5);
-        assert!(Summary::new(vec![r], Duration::ZERO).to_text().contains("5 more failed"));
+        assert!(Summary::new(vec![r], Duration::ZERO)
+            .to_text()
+            .contains("5 more failed"));
     }
 
     #[test]
     fn json_shape_is_documented_shape() {
         let mut r = ResourceSummary::new("secrets".into(), "v1".into());
         r.counts = counts(2, 1, 0, 0);
-        r.record_failure(Failure { namespace: "ns".into(), name: "x".into(), reason: "HTTP 422 Invalid".into() });
+        r.record_failure(Failure {
+            namespace: "ns".into(),
+            name: "x".into(),
+            reason: "HTTP 422 Invalid".into(),
+        });
         r.list_restarts = 1;
-        let v: serde_json::Value = serde_json::from_str(&Summary::new(vec![r], Duration::from_secs(2)).to_json()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&Summary::new(vec![r], Duration::from_secs(2)).to_json()).unwrap();
         assert_eq!(v["ok"], false);
         assert_eq!(v["duration_seconds"], 2.0);
         assert_eq!(v["totals"]["listed"], 2);
         assert_eq!(v["totals"]["failed"], 1);
         let r = &v["resources"][0];
-        for key in ["listed", "rewritten", "conflicted", "gone", "failed", "list_restarts", "failures_omitted"] {
+        for key in [
+            "listed",
+            "rewritten",
+            "conflicted",
+            "gone",
+            "failed",
+            "list_restarts",
+            "failures_omitted",
+        ] {
             assert!(r[key].is_u64(), "{key}");
         }
         assert_eq!(r["resource"], "secrets");
@@ -293,7 +360,11 @@ mod tests {
     fn text_names_failures_and_list_errors() {
         let mut r = ResourceSummary::new("widgets.example.com".into(), "example.com/v1".into());
         r.list_error = Some("HTTP 403 Forbidden".into());
-        r.record_failure(Failure { namespace: String::new(), name: "w1".into(), reason: "HTTP 400 BadRequest".into() });
+        r.record_failure(Failure {
+            namespace: String::new(),
+            name: "w1".into(),
+            reason: "HTTP 400 BadRequest".into(),
+        });
         let text = Summary::new(vec![r], Duration::ZERO).to_text();
         assert!(text.starts_with("reencrypt FAILED"));
         assert!(text.contains("LIST FAILED: HTTP 403 Forbidden"));
@@ -306,7 +377,10 @@ mod tests {
             progress_line("secrets", 500, 2000, Duration::from_secs(2)),
             "reencrypt secrets: 500/2000 (25%), 250 objects/s, ETA 6s"
         );
-        assert_eq!(progress_line("secrets", 0, 0, Duration::ZERO), "reencrypt secrets: 0/0 (100%), 0 objects/s, ETA unknown");
+        assert_eq!(
+            progress_line("secrets", 0, 0, Duration::ZERO),
+            "reencrypt secrets: 0/0 (100%), 0 objects/s, ETA unknown"
+        );
         // A total that is still an underestimate never shows more done than total.
         assert!(progress_line("secrets", 10, 5, Duration::from_secs(1)).contains("10/10"));
     }
