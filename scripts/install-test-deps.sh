@@ -9,6 +9,8 @@ apt_packages=()
 command -v etcd >/dev/null || apt_packages+=(etcd-server)
 command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
+# etcd-client's build imports google/protobuf/*.proto (well-known types), shipped in libprotobuf-dev.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || apt_packages+=(libprotobuf-dev)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,446 @@
+//! `verify` against a real etcd: every outcome, older plaintext revisions, compacted history,
+//! paging, TLS.
+
+mod support;
+
+use eargate_policy::apiserver_config::{EncryptionConfig, Provider, ProviderKey, ResourceConfig};
+use eargate_storage::classify::{FailureReason, Outcome};
+use eargate_storage::report::Report;
+use eargate_storage::verify::{verify, VerifyOptions};
+use eargate_storage::SecretboxKey;
+use etcd_client::{Client, CompactionOptions};
+
+use support::Etcd;
+
+/// Marker inside every plaintext we write: it must never show up in output.
+pub const MARKER: &str = "TOPSECRET-PLAINTEXT-MARKER";
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// secrets: secretbox [key2 (primary), key1], identity. configmaps: identity only.
+fn config() -> EncryptionConfig {
+    EncryptionConfig::new(vec![ResourceConfig {
+        resources: vec!["secrets".into()],
+        providers: vec![
+            Provider::secretbox(vec![
+                ProviderKey {
+                    name: "key2".into(),
+                    secret: b64(&[2; 32]),
+                },
+                ProviderKey {
+                    name: "key1".into(),
+                    secret: b64(&[1; 32]),
+                },
+            ]),
+            Provider::identity(),
+        ],
+    }])
+}
+
+fn proto_object(name: &str) -> Vec<u8> {
+    let mut v = b"k8s\0\n\x0c\n\x02v1\x12\x06Secret".to_vec();
+    v.extend_from_slice(format!("{name}:{MARKER}").as_bytes());
+    v
+}
+
+fn json_object(name: &str) -> Vec<u8> {
+    format!(r#"{{"kind":"Secret","apiVersion":"v1","metadata":{{"name":"{name}"}},"data":{{"x":"{MARKER}"}}}}"#).into_bytes()
+}
+
+fn key2() -> SecretboxKey {
+    SecretboxKey::new("key2", &[2; 32])
+}
+fn key1() -> SecretboxKey {
+    SecretboxKey::new("key1", &[1; 32])
+}
+
+async fn put(c: &mut Client, key: &str, value: Vec<u8>) -> i64 {
+    c.put(key, value, None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
+/// Seeds one object per outcome (plus history), returns the plaintext revisions that must
+/// be reported by `--history`.
+async fn seed(c: &mut Client) -> (i64, Vec<i64>) {
+    let p = "/registry/secrets";
+    // Written before the compaction: must not be reported.
+    put(
+        c,
+        &format!("{p}/default/compacted-away"),
+        proto_object("compacted-away"),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/default/compacted-away"),
+        key2().seal(&proto_object("compacted-away")),
+    )
+    .await;
+    let compact_at = put(
+        c,
+        &format!("{p}/default/primary-proto"),
+        key2().seal(&proto_object("a")),
+    )
+    .await;
+    c.compact(compact_at, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+
+    let mut plaintext_revs = Vec::new();
+    // Rotated after the compaction: plaintext revision remains in history.
+    plaintext_revs.push(put(c, &format!("{p}/default/rotated"), proto_object("rotated")).await);
+    put(
+        c,
+        &format!("{p}/default/rotated"),
+        key2().seal(&proto_object("rotated")),
+    )
+    .await;
+    // Written in plaintext, then deleted: its plaintext revision remains too.
+    plaintext_revs.push(put(c, &format!("{p}/gone-ns/deleted"), json_object("deleted")).await);
+    c.delete(format!("{p}/gone-ns/deleted"), None)
+        .await
+        .unwrap();
+    // An older revision sealed with the secondary key (reported, but not a failure).
+    put(
+        c,
+        &format!("{p}/default/was-secondary"),
+        key1().seal(&json_object("ws")),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/default/was-secondary"),
+        key2().seal(&json_object("ws")),
+    )
+    .await;
+
+    // Current objects, one per outcome.
+    put(
+        c,
+        &format!("{p}/default/primary-json"),
+        key2().seal(&json_object("b")),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/default/secondary"),
+        key1().seal(&proto_object("c")),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/kube-system/unknown"),
+        SecretboxKey::new("retired", &[7; 32]).seal(&proto_object("d")),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/default/wrong-material"),
+        SecretboxKey::new("key1", &[9; 32]).seal(&proto_object("e")),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/default/not-an-object"),
+        key2().seal(MARKER.as_bytes()),
+    )
+    .await;
+    put(
+        c,
+        &format!("{p}/default/aescbc"),
+        b"k8s:enc:aescbc:v1:k:0123456789abcdef0123456789abcdef".to_vec(),
+    )
+    .await;
+    put(c, &format!("{p}/default/plain"), proto_object("plain")).await;
+    // Outside the secrets range: must be ignored.
+    put(c, "/registry/secretsx/default/decoy", proto_object("decoy")).await;
+    put(c, "/registry/configmaps/default/cm", json_object("cm")).await;
+    // A write elsewhere after everything, so the history replay must skip unrelated keys.
+    put(c, "/registry/leases/kube-system/x", b"lease".to_vec()).await;
+    (compact_at, plaintext_revs)
+}
+
+fn offender_outcome<'a>(report: &'a Report, path: &str) -> Option<&'a Outcome> {
+    report
+        .offenders
+        .items
+        .iter()
+        .find(|o| format!("{}/{}", o.namespace.as_deref().unwrap_or(""), o.name) == path)
+        .map(|o| &o.outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_history_and_compaction() {
+    let Some(etcd) = Etcd::start(false) else {
+        return;
+    };
+    let mut c = etcd.client().await;
+    let (compact_at, plaintext_revs) = seed(&mut c).await;
+
+    let opts = VerifyOptions {
+        history: true,
+        ..VerifyOptions::default()
+    };
+    let report = verify(&c, &config(), &opts).await.unwrap();
+    let r = &report.resources[0];
+    assert_eq!(r.etcd_prefix, "/registry/secrets/");
+    assert_eq!(r.primary, "secretbox/key2");
+    let counts = &r.counts;
+    // primary: compacted-away, primary-proto, rotated, was-secondary, primary-json
+    assert_eq!(counts.sealed_with_primary, 5, "{counts:?}");
+    assert_eq!(counts.sealed_with_secondary, 1);
+    assert_eq!(counts.sealed_with_unknown_key, 1);
+    assert_eq!(counts.failed_to_open, 2);
+    assert_eq!(counts.other_provider, 1);
+    assert_eq!(counts.plaintext, 1);
+    assert_eq!(counts.total(), 11);
+
+    assert_eq!(
+        offender_outcome(&report, "default/secondary"),
+        Some(&Outcome::SealedWithSecondary { key: "key1".into() })
+    );
+    assert_eq!(
+        offender_outcome(&report, "kube-system/unknown"),
+        Some(&Outcome::SealedWithUnknownKey {
+            key: "retired".into()
+        })
+    );
+    assert_eq!(
+        offender_outcome(&report, "default/wrong-material"),
+        Some(&Outcome::FailedToOpen {
+            key: "key1".into(),
+            reason: FailureReason::Authentication
+        })
+    );
+    assert_eq!(
+        offender_outcome(&report, "default/not-an-object"),
+        Some(&Outcome::FailedToOpen {
+            key: "key2".into(),
+            reason: FailureReason::NotAKubernetesObject
+        })
+    );
+    assert_eq!(
+        offender_outcome(&report, "default/aescbc"),
+        Some(&Outcome::OtherProvider {
+            provider: "aescbc/v1".into()
+        })
+    );
+    assert_eq!(
+        offender_outcome(&report, "default/plain"),
+        Some(&Outcome::Plaintext)
+    );
+    assert_eq!(report.offenders.items.len(), 6);
+
+    let h = report.history.as_ref().unwrap();
+    assert_eq!(h.compaction_revision, Some(compact_at));
+    assert_eq!(h.older_counts.plaintext, 2, "{h:?}");
+    assert_eq!(h.older_counts.sealed_with_secondary, 1);
+    let mut revs: Vec<i64> = h
+        .offenders
+        .items
+        .iter()
+        .filter(|o| o.outcome == Outcome::Plaintext)
+        .map(|o| o.revision)
+        .collect();
+    revs.sort();
+    assert_eq!(revs, plaintext_revs);
+    let deleted = h
+        .offenders
+        .items
+        .iter()
+        .find(|o| o.name == "deleted")
+        .unwrap();
+    assert!(deleted.deleted && deleted.namespace.as_deref() == Some("gone-ns"));
+    assert!(
+        h.offenders.items.iter().all(|o| o.name != "compacted-away"),
+        "compacted revisions are gone"
+    );
+    // State at the compaction revision (2 keys) + every secrets put since (5 history + 7 current).
+    assert_eq!(h.revisions_scanned, 2 + 12);
+    assert!(!report.ok);
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.contains("older plaintext")));
+
+    let text = report.to_text();
+    let json = report.to_json();
+    for out in [&text, &json] {
+        assert!(!out.contains(MARKER), "output leaks plaintext:\n{out}");
+        assert!(
+            !out.contains(&b64(&[2; 32])) && !out.contains(&b64(&[1; 32])),
+            "output leaks key material"
+        );
+    }
+    assert!(
+        text.contains("default/plain") && text.contains("NOT VERIFIED"),
+        "{text}"
+    );
+    assert!(text.contains("etcdctl compact"), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["totals"]["plaintext"], 1);
+    assert_eq!(doc["history"]["compaction_revision"], compact_at);
+    assert_eq!(doc["keys"]["retired"], 1);
+    assert_eq!(doc["verdict"], "not-verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_store_verifies_and_history_clears_after_compaction() {
+    let Some(etcd) = Etcd::start(false) else {
+        return;
+    };
+    let mut c = etcd.client().await;
+    // 1200 objects: several pages.
+    for i in 0..1200 {
+        put(
+            &mut c,
+            &format!("/registry/secrets/ns{}/s{i}", i % 7),
+            key2().seal(&proto_object("x")),
+        )
+        .await;
+    }
+    // One object that used to be plaintext.
+    put(
+        &mut c,
+        "/registry/secrets/default/late",
+        json_object("late"),
+    )
+    .await;
+    let last = put(
+        &mut c,
+        "/registry/secrets/default/late",
+        key2().seal(&json_object("late")),
+    )
+    .await;
+
+    let current = verify(&c, &config(), &VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(current.ok, "{}", current.to_text());
+    assert_eq!(current.totals.sealed_with_primary, 1201);
+    assert!(current.history.is_none());
+
+    let opts = VerifyOptions {
+        history: true,
+        ..VerifyOptions::default()
+    };
+    let before = verify(&c, &config(), &opts).await.unwrap();
+    assert!(!before.ok);
+    let h = before.history.as_ref().unwrap();
+    assert_eq!(h.compaction_revision, None, "never compacted");
+    assert_eq!(h.older_counts.plaintext, 1);
+    assert_eq!(h.revisions_scanned, 1202);
+
+    c.compact(last, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+    let after = verify(&c, &config(), &opts).await.unwrap();
+    assert!(after.ok, "{}", after.to_text());
+    assert_eq!(
+        after.history.as_ref().unwrap().compaction_revision,
+        Some(last)
+    );
+    assert!(after.to_text().contains("VERIFIED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_prefix_and_group_resources() {
+    let Some(etcd) = Etcd::start(false) else {
+        return;
+    };
+    let mut c = etcd.client().await;
+    let mut cfg = config();
+    cfg.resources[0]
+        .resources
+        .push("widgets.example.com".into());
+    put(
+        &mut c,
+        "/kubernetes.io/secrets/a/b",
+        key2().seal(&proto_object("b")),
+    )
+    .await;
+    put(
+        &mut c,
+        "/kubernetes.io/example.com/widgets/a/w",
+        json_object("w"),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/secrets/a/ignored",
+        json_object("ignored"),
+    )
+    .await;
+    let opts = VerifyOptions {
+        prefix: "/kubernetes.io/".into(),
+        ..VerifyOptions::default()
+    };
+    let report = verify(&c, &cfg, &opts).await.unwrap();
+    assert_eq!(report.resources.len(), 2);
+    assert_eq!(report.resources[0].counts.sealed_with_primary, 1);
+    assert_eq!(
+        report.resources[1].etcd_prefix,
+        "/kubernetes.io/example.com/widgets/"
+    );
+    assert_eq!(report.resources[1].counts.plaintext, 1);
+    assert_eq!(report.offenders.items[0].name, "w");
+
+    // Only the resource asked for.
+    let only = VerifyOptions {
+        resources: vec!["secrets".into()],
+        ..opts
+    };
+    assert!(verify(&c, &cfg, &only).await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let Some(etcd) = Etcd::start(true) else {
+        return;
+    };
+    let mut c = etcd.client().await;
+    put(
+        &mut c,
+        "/registry/secrets/default/a",
+        key2().seal(&proto_object("a")),
+    )
+    .await;
+    let report = verify(
+        &c,
+        &config(),
+        &VerifyOptions {
+            history: true,
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.ok, "{}", report.to_text());
+
+    // Without a client certificate etcd refuses the connection: a clear error, no panic.
+    let mut target = etcd.target();
+    target.cert_file = None;
+    target.key_file = None;
+    target.timeout = Some(std::time::Duration::from_secs(3));
+    let err = eargate_storage::etcd::connect(&target)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("cannot reach etcd"), "{err}");
+    // https without a CA is refused before connecting.
+    target.ca_file = None;
+    let err = eargate_storage::etcd::connect(&target)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("--cacert"), "{err}");
+}
