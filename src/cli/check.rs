@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
-use eargate_policy::names::{CLUSTER_GROUP, CLUSTER_KIND, CLUSTER_PLURAL, CLUSTER_VERSION, VALIDATING_WEBHOOK_NAME};
+use eargate_policy::names::{
+    CLUSTER_GROUP, CLUSTER_KIND, CLUSTER_PLURAL, CLUSTER_VERSION, VALIDATING_WEBHOOK_NAME,
+};
 use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
 use serde_json::{json, Value};
 
@@ -43,19 +45,33 @@ pub struct Args {
 
 /// Reads a YAML or JSON file into JSON, with the line of a syntax error.
 fn load(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let value: Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}: invalid JSON at line {} column {}: {}", path.display(), e.line(), e.column(), json_reason(&e))
+            anyhow::anyhow!(
+                "{}: invalid JSON at line {} column {}: {}",
+                path.display(),
+                e.line(),
+                e.column(),
+                json_reason(&e)
+            )
         })?
     } else {
         serde_yaml::from_str(&text).map_err(|e| {
-            let at = e.location().map(|l| format!(" at line {} column {}", l.line(), l.column())).unwrap_or_default();
+            let at = e
+                .location()
+                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                .unwrap_or_default();
             anyhow::anyhow!("{}: invalid YAML{at}: {}", path.display(), yaml_reason(&e))
         })?
     };
     if !value.is_object() {
-        bail!("{}: expected a Cluster or an AdmissionReview object, found {}", path.display(), kind_of(&value));
+        bail!(
+            "{}: expected a Cluster or an AdmissionReview object, found {}",
+            path.display(),
+            kind_of(&value)
+        );
     }
     Ok(value)
 }
@@ -88,7 +104,11 @@ fn is_review(v: &Value) -> bool {
 
 /// The review kube-apiserver would send for this edit.
 fn build_review(args: &Args, new: Value, old: Option<Value>) -> Value {
-    let name = new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let (group, version) = match new.get("apiVersion").and_then(Value::as_str) {
         Some(av) => match av.split_once('/') {
             Some((g, v)) => (g.to_owned(), v.to_owned()),
@@ -96,7 +116,11 @@ fn build_review(args: &Args, new: Value, old: Option<Value>) -> Value {
         },
         None => (CLUSTER_GROUP.to_owned(), CLUSTER_VERSION.to_owned()),
     };
-    let kind = new.get("kind").and_then(Value::as_str).unwrap_or(CLUSTER_KIND).to_owned();
+    let kind = new
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or(CLUSTER_KIND)
+        .to_owned();
     let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
     let mut request = json!({
         "uid": "00000000-0000-0000-0000-eargatecheck",
@@ -123,7 +147,8 @@ struct Outcome {
 
 fn run_review(review: &mut Value, config: &PolicyConfig) -> anyhow::Result<Outcome> {
     let body = serde_json::to_vec(review)?;
-    let mutated = review_detailed(Webhook::Mutate, &body, config).context("the AdmissionReview was refused")?;
+    let mutated = review_detailed(Webhook::Mutate, &body, config)
+        .context("the AdmissionReview was refused")?;
     // Apply the mutating webhook's patch, as kube-apiserver does before validating.
     if let Some(patch) = &mutated.patch {
         if let Some(object) = review.pointer_mut("/request/object") {
@@ -131,7 +156,8 @@ fn run_review(review: &mut Value, config: &PolicyConfig) -> anyhow::Result<Outco
         }
     }
     let body = serde_json::to_vec(review)?;
-    let validated = review_detailed(Webhook::Validate, &body, config).context("the AdmissionReview was refused")?;
+    let validated = review_detailed(Webhook::Validate, &body, config)
+        .context("the AdmissionReview was refused")?;
     Ok(Outcome { mutated, validated })
 }
 
@@ -155,14 +181,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = if args.status_writers.is_empty() {
         PolicyConfig::default()
     } else {
-        PolicyConfig { status_writers: args.status_writers.clone() }
+        PolicyConfig {
+            status_writers: args.status_writers.clone(),
+        }
     };
     let outcome = run_review(&mut review, &config)?;
     match args.output {
         Output::Text => print!("{}", text(&outcome)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&json_report(&outcome))?),
     }
-    Ok(if outcome.validated.reviewed.summary.allowed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.validated.reviewed.summary.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn all_warnings(o: &Outcome) -> impl Iterator<Item = &String> {
@@ -177,7 +209,10 @@ fn text(o: &Outcome) -> String {
     }
     let s = &o.validated.reviewed.summary;
     if let Some(patch) = &o.mutated.patch {
-        out.push_str(&format!("mutated (defaults): {}\n", serde_json::to_string(patch).unwrap_or_default()));
+        out.push_str(&format!(
+            "mutated (defaults): {}\n",
+            serde_json::to_string(patch).unwrap_or_default()
+        ));
     }
     match &o.validated.message {
         Some(message) => out.push_str(&format!(

@@ -367,9 +367,12 @@ impl ClusterFacts {
         self.active_key.as_deref().and_then(secretbox_key_name)
     }
 
-    /// Data may still be sealed: active and the active key is not `identity`.
+    /// Data may still be sealed: active, unless fully decrypted (phase `Active` with
+    /// `activeKey: identity`).
     pub fn may_hold_sealed_data(&self) -> bool {
-        self.is_active() && self.active_key.as_deref() != Some(ACTIVE_KEY_IDENTITY)
+        self.is_active()
+            && !(self.phase == Some(EncryptionPhase::Active)
+                && self.active_key.as_deref() == Some(ACTIVE_KEY_IDENTITY))
     }
 
     /// The mutating webhook's defaults for this object (`None` when nothing to do).

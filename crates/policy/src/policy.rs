@@ -475,9 +475,9 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
     // EAR012: feature gate stays on.
     if old.feature_gate && !new.feature_gate && (new.enabled() || old.may_hold_sealed_data()) {
         let why = match old.active_key.as_deref() {
-            Some(k) if old.may_hold_sealed_data() => format!("active key {k}"),
             _ if new.enabled() => "encryption is enabled in this object".to_owned(),
-            _ => "status reports encryption".to_owned(),
+            Some(k) if old.phase == Some(EncryptionPhase::Active) => format!("active key {k}"),
+            _ => phase_text(old),
         };
         d.violations.push(v(
             &rules::EAR012,
@@ -565,6 +565,14 @@ fn warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
                 d.warnings.push(format!(
                     "key {:?} added as a secondary key: the API servers will be able to decrypt with it; once the phase is Active, move it to keys[0] to make it the primary key",
                     key.name
+                ));
+            }
+        }
+        for k in o.keys() {
+            if !k.name.is_empty() && !new.keys().iter().any(|n| n.name == k.name) {
+                d.warnings.push(format!(
+                    "key {:?} removed from the configuration: the API servers will no longer be able to read anything sealed with it, including etcd backups you might restore; keep a copy of the key material outside the cluster until those backups expire",
+                    k.name
                 ));
             }
         }

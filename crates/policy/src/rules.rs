@@ -80,7 +80,7 @@ rules! {
         title: "Rollout lock",
         applies_to: "UPDATE",
         explanation: "While `status.encryption.phase` is `Pending` or `EncryptionNeeded` a rollout is in flight: the API servers are being reconfigured or data is being re-written. No change to `spec.encryptionConfiguration` or `spec.features.encryptionAtRest` is accepted until the phase is `Active` (or `Failed`); edits to other fields stay allowed.",
-        example: Some("spec.encryptionConfiguration: encryption is being rolled out (phase EncryptionNeeded); the encryption configuration is locked until the phase is Active: watch it with `kubectl get cluster demo-7x4k2 -o jsonpath='{.status.encryption.phase}'`, then retry"),
+        example: Some("spec.encryptionConfiguration: encryption is being rolled out (phase EncryptionNeeded); the encryption configuration is locked until the phase is Active: watch it with `kubectl get cluster zt7q9h2mxk -o jsonpath='{.status.encryption.phase}'`, then retry"),
     };
     EAR007 = {
         id: "EAR007",
@@ -148,7 +148,7 @@ pub fn by_id(id: &str) -> Option<&'static Rule> {
 /// `docs/rules.md`, generated from the table.
 pub fn markdown() -> String {
     let mut out = String::from(
-        "# eargate rules\n\n<!-- Generated from crates/policy/src/rules.rs by a test. Do not edit by hand:\n     run `EARGATE_BLESS=1 cargo test -p eargate-policy rules_md` to regenerate. -->\n\n\
+        "# eargate rules\n\n<!-- Generated from crates/policy/src/rules.rs by a test. Do not edit by hand:\n     run `EARGATE_BLESS=1 cargo test -p eargate-policy --test docs` to regenerate. -->\n\n\
 Every denial names the rule id, the field path, the key by its name, what is wrong and the next step.\n\
 All violations of one edit are reported together. Mutation (defaults) runs first, as in kube-apiserver:\n\
 with `enabled: true` and no `resources`, `resources` becomes `[secrets]`; entries are trimmed,\n\

@@ -1,0 +1,177 @@
+//! kube-apiserver's reply rules for the AdmissionReview codec.
+
+mod common;
+
+use common::*;
+use eargate_policy::review::{review, PolicyConfig, ReviewError, Webhook};
+use serde_json::{json, Value};
+
+fn reply(webhook: Webhook, review_json: &Value) -> (Value, eargate_policy::ReviewSummary) {
+    let r = review(
+        webhook,
+        &serde_json::to_vec(review_json).unwrap(),
+        &PolicyConfig::default(),
+    )
+    .unwrap();
+    (serde_json::from_slice(&r.body).unwrap(), r.summary)
+}
+
+#[test]
+fn denial_follows_kube_apiserver_reply_rules() {
+    let review_json: Value = serde_json::from_str(
+        &std::fs::read_to_string(examples_dir().join("review-remove-active-key.json")).unwrap(),
+    )
+    .unwrap();
+    let (body, summary) = reply(Webhook::Validate, &review_json);
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(body["kind"], "AdmissionReview");
+    let resp = &body["response"];
+    assert_eq!(resp["uid"], review_json["request"]["uid"]);
+    assert_eq!(resp["allowed"], false);
+    assert_eq!(resp["status"]["code"], 403);
+    assert_eq!(resp["status"]["reason"], "Forbidden");
+    assert!(resp["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("[EAR010]"));
+    assert!(
+        resp.get("patch").is_none() && resp.get("patchType").is_none(),
+        "validating replies never patch"
+    );
+    assert_eq!(resp["auditAnnotations"]["decision"], "denied");
+    assert_eq!(resp["auditAnnotations"]["rules"], "EAR009,EAR010");
+    assert_eq!(summary.rule_ids, ["EAR009", "EAR010"]);
+    assert_eq!(summary.operation, "UPDATE");
+    assert_eq!(summary.name, "zt7q9h2mxk");
+    assert!(!summary.allowed && !summary.patched && !summary.foreign_kind && !summary.dry_run);
+    // Audit keys are prefixed by kube-apiserver with "<webhook>/": they must not contain '/'.
+    for k in resp["auditAnnotations"].as_object().unwrap().keys() {
+        assert!(!k.contains('/'), "{k}");
+    }
+}
+
+#[test]
+fn v1beta1_is_answered_in_v1beta1_and_dry_run_gets_the_same_verdict() {
+    let mut r = review_json(
+        "UPDATE",
+        Some(&active()),
+        Some(&example("cluster-remove-active-key.yaml")),
+        None,
+        "u",
+    );
+    r["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    r["request"]["dryRun"] = json!(true);
+    let (body, summary) = reply(Webhook::Validate, &r);
+    assert_eq!(body["apiVersion"], "admission.k8s.io/v1beta1");
+    assert_eq!(summary.api_version, "admission.k8s.io/v1beta1");
+    assert_eq!(body["response"]["allowed"], false);
+    assert!(summary.dry_run);
+}
+
+#[test]
+fn mutating_reply_carries_patch_and_patch_type_together() {
+    let mut c = active();
+    remove(&mut c, "/spec/encryptionConfiguration/resources");
+    let (body, summary) = reply(
+        Webhook::Mutate,
+        &review_json("CREATE", None, Some(&c), None, "u"),
+    );
+    let resp = &body["response"];
+    assert_eq!(resp["allowed"], true);
+    assert_eq!(resp["patchType"], "JSONPatch");
+    use base64::Engine as _;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(resp["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: Value = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(patch[0]["path"], "/spec/encryptionConfiguration/resources");
+    assert!(summary.patched && summary.warnings == 1);
+    assert!(resp["warnings"].as_array().unwrap()[0]
+        .as_str()
+        .unwrap()
+        .contains("defaulted"));
+    assert_eq!(resp["auditAnnotations"]["decision"], "allowed");
+}
+
+#[test]
+fn foreign_kinds_are_allowed_with_a_warning() {
+    let mut r = review_json(
+        "UPDATE",
+        Some(&json!({"spec": [1, 2]})),
+        Some(
+            &json!({"metadata": {"name": "x"}, "spec": "s", "status": {"conditions": [{"type": "Ready"}]}}),
+        ),
+        None,
+        "u",
+    );
+    r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Secret"});
+    let (body, summary) = reply(Webhook::Validate, &r);
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(summary.foreign_kind);
+    assert_eq!(summary.warnings, 1);
+}
+
+#[test]
+fn bad_bodies_are_errors_with_short_messages() {
+    let cfg = PolicyConfig::default();
+    let err = review(Webhook::Validate, b"{not json", &cfg).unwrap_err();
+    assert!(matches!(err, ReviewError::NotJson(_)), "{err}");
+    let err = review(
+        Webhook::Validate,
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        &cfg,
+    )
+    .unwrap_err();
+    assert_eq!(err, ReviewError::MissingRequest);
+    let err = review(
+        Webhook::Validate,
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{}}"#,
+        &cfg,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ReviewError::WrongKind(_)));
+    let err = review(
+        Webhook::Validate,
+        br#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{}}"#,
+        &cfg,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ReviewError::UnknownVersion(_)));
+    let err = review(Webhook::Validate, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"UPDATE","object":{"spec":{"encryptionConfiguration":{"secretbox":{"keys":[{"name":"k","value":"c2VjcmV0LWtleS1tYXRlcmlhbA"#, &cfg).unwrap_err();
+    assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
+}
+
+#[test]
+fn undecodable_encryption_fields_are_a_denial_naming_the_field() {
+    let c = with(
+        active(),
+        &[("/spec/encryptionConfiguration/enabled", json!("yes"))],
+    );
+    let (body, summary) = reply(
+        Webhook::Validate,
+        &review_json("UPDATE", Some(&active()), Some(&c), None, "u"),
+    );
+    assert_eq!(body["response"]["allowed"], false);
+    assert_eq!(summary.rule_ids, ["EAR000"]);
+    assert!(body["response"]["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("spec.encryptionConfiguration.enabled"));
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    let cfg = PolicyConfig::default();
+    let base = serde_json::to_vec(&review_json(
+        "UPDATE",
+        Some(&active()),
+        Some(&active()),
+        None,
+        "u",
+    ))
+    .unwrap();
+    for cut in (0..base.len()).step_by(97) {
+        let _ = review(Webhook::Validate, &base[..cut], &cfg);
+        let _ = review(Webhook::Mutate, &base[..cut], &cfg);
+    }
+}

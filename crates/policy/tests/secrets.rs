@@ -1,0 +1,142 @@
+//! No key material in any message, warning, denial, reply body or Debug output, not even
+//! a part of it, whatever the edit does with the key.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// Every 8-character window of the value (the decoded bytes are not printable text).
+fn assert_no_material(text: &str, value: &str, case: &str) {
+    let chars: Vec<char> = value.chars().collect();
+    for w in chars.windows(8) {
+        let s: String = w.iter().collect();
+        assert!(
+            !text.contains(&s),
+            "{case}: key material {s:?} leaked:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn no_key_material_anywhere() {
+    const CFG: &str = "/spec/encryptionConfiguration";
+    const KEYS: &str = "/spec/encryptionConfiguration/secretbox/keys";
+    let values = [
+        KEY_A,
+        KEY_B,
+        KEY_16,
+        "c2VjcmV0LWtleS1tYXRlcmlhbC13aXRoLWJhZC1jaGFyJA$$",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY",
+    ];
+    for value in values {
+        let other = if value == KEY_B { KEY_A } else { KEY_B };
+        let enabled = |keys: serde_json::Value| {
+            with(
+                active(),
+                &[(
+                    CFG,
+                    json!({"enabled": true, "resources": ["secrets"], "secretbox": {"keys": keys}}),
+                )],
+            )
+        };
+        let runs = vec![
+            (
+                "create inline",
+                create(&enabled(json!([key_val("k1", value)]))),
+            ),
+            (
+                "create value+secretRef",
+                create(&enabled(
+                    json!([{"name": "k1", "value": value, "secretRef": {"name": "", "key": ""}}]),
+                )),
+            ),
+            (
+                "create bad name",
+                create(&enabled(json!([
+                    key_val("a:b", value),
+                    key_val("a:b", value)
+                ]))),
+            ),
+            (
+                "create no feature",
+                create(&with(
+                    enabled(json!([key_val("k1", value)])),
+                    &[("/spec/features/encryptionAtRest", json!(false))],
+                )),
+            ),
+            (
+                "change material",
+                update(
+                    &enabled(json!([key_val("encryption-key-2022-01", other)])),
+                    &enabled(json!([key_val("encryption-key-2022-01", value)])),
+                ),
+            ),
+            (
+                "new primary",
+                update(
+                    &active(),
+                    &enabled(json!([
+                        key_val("k9", value),
+                        key_ref("encryption-key-2022-01")
+                    ])),
+                ),
+            ),
+            (
+                "remove",
+                update(
+                    &enabled(json!([key_val("encryption-key-2022-01", value)])),
+                    &enabled(json!([key_val("k2", other)])),
+                ),
+            ),
+            (
+                "value typed wrong",
+                create(&with(
+                    active(),
+                    &[(
+                        &format!("{KEYS}/0"),
+                        json!({"name": "k", "value": [value], "secretRef": {"name": value}}),
+                    )],
+                )),
+            ),
+            (
+                "status edit",
+                run(
+                    "UPDATE",
+                    Some(&enabled(json!([key_val("k1", value)]))),
+                    Some(&with(
+                        enabled(json!([key_val("k1", value)])),
+                        &[("/status/encryption/activeKey", json!(value))],
+                    )),
+                    Some("status"),
+                    "mallory",
+                ),
+            ),
+        ];
+        for (case, r) in runs {
+            assert_no_material(&r.all_text(), value, case);
+            assert_no_material(
+                &format!(
+                    "{:?} {:?}",
+                    r.mutated.reviewed.summary, r.validated.reviewed.summary
+                ),
+                value,
+                case,
+            );
+        }
+    }
+}
+
+#[test]
+fn typed_debug_is_redacted() {
+    let c: eargate_policy::model::Cluster = serde_json::from_value(with(
+        active(),
+        &[(
+            "/spec/encryptionConfiguration/secretbox/keys/0",
+            key_val("k1", KEY_A),
+        )],
+    ))
+    .unwrap();
+    let f = eargate_policy::ClusterFacts::from_cluster(&c);
+    assert_no_material(&format!("{c:?} {f:?}"), KEY_A, "debug");
+}
