@@ -68,3 +68,7 @@ image:
 crd: build
 	$(EARGATE) crd > charts/eargate/files/crd-clusters.yaml.tmp
 	mv charts/eargate/files/crd-clusters.yaml.tmp charts/eargate/files/crd-clusters.yaml
+
+## bench-verify: eargate verify vs. etcdctl get --prefix over 50,000 sealed ~1 KB Secrets in a real etcd (target <= 1.5x)
+bench-verify:
+	bash scripts/bench-verify.sh

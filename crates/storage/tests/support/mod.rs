@@ -180,7 +180,7 @@ impl Etcd {
     }
 
     /// A connected client (retrying while the member elects itself).
-    pub async fn client(&self) -> etcd_client::Client {
+    pub async fn client(&self) -> eargate_storage::etcd_client::Client {
         let target = self.target();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
