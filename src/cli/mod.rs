@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod crd;
 pub mod check;
 pub mod keygen;
+pub mod reconcile;
 
 /// Exit code for bad input, usage and connection errors.
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Print a fresh secretbox key (base64 of 32 random bytes).
     Keygen(keygen::Args),
+    /// Run the reconciler: roll encryption at rest out on every Cluster's control plane.
+    Reconcile(reconcile::Args),
     /// Try a Cluster edit offline: mutation then validation, exactly as the webhook runs them.
     Check(check::Args),
     /// Print the clusters.kubermatic.k8c.io CustomResourceDefinition (YAML) generated from eargate's types.
@@ -36,6 +39,7 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
+        Command::Reconcile(args) => reconcile::run(args),
         Command::Check(args) => check::run(args),
         Command::Crd(args) => crd::run(args),
     };

@@ -288,7 +288,7 @@ async fn publish_event(ctx: &Context, cluster: &Cluster, type_: EventType, reaso
         },
         reason: reason.to_owned(),
         note: Some(note.to_owned()),
-        action: "Reconcile".to_owned(),
+        action: event_action(note),
         secondary: None,
     };
     let reference = cluster.object_ref(&());
@@ -299,6 +299,16 @@ async fn publish_event(ctx: &Context, cluster: &Cluster, type_: EventType, reaso
         EventType::Normal => info!(cluster = %cluster.name_any(), reason, note, "event"),
         EventType::Warning => warn!(cluster = %cluster.name_any(), reason, note, "event"),
     }
+}
+
+/// The Event's `action`. kube's Recorder folds Events with the same type, reason and action
+/// into one series and keeps the *first* note; a digest of the note in the action keeps a
+/// repeated identical Event folded but gives a changed note (a new hash, a new reason text)
+/// an Event of its own.
+pub fn event_action(note: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(note.as_bytes());
+    format!("Reconcile-{}", hex::encode(&digest[..4]))
 }
 
 fn record_job(ctx: &Context, observation: &Observation) {
