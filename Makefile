@@ -56,6 +56,10 @@ fmt:
 bench:
 	$(CARGO) bench --workspace
 
+## bench-reencrypt: eargate reencrypt vs. the API stand-in (20,000 objects, 1 ms/request): objects/s, peak RSS, kubectl-loop floor
+bench-reencrypt:
+	CARGO=$(CARGO) bash scripts/bench-reencrypt.sh
+
 
 ## image: build the container image (needs docker with BuildKit, or CONTAINER_TOOL=podman)
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

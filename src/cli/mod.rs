@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod crd;
 pub mod check;
 pub mod keygen;
+pub mod reencrypt;
 pub mod reconcile;
 
 /// Exit code for bad input, usage and connection errors.
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Print a fresh secretbox key (base64 of 32 random bytes).
     Keygen(keygen::Args),
+    /// Rewrite every stored object of the given resources through the API (re-encrypt after key changes).
+    Reencrypt(reencrypt::Args),
     /// Run the reconciler: roll encryption at rest out on every Cluster's control plane.
     Reconcile(reconcile::Args),
     /// Try a Cluster edit offline: mutation then validation, exactly as the webhook runs them.
@@ -39,6 +42,7 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
+        Command::Reencrypt(args) => reencrypt::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Check(args) => check::run(args),
         Command::Crd(args) => crd::run(args),

@@ -29,16 +29,16 @@ use crate::summary::{progress_line, seconds, Failure, ResourceSummary, Summary};
 /// Errors that stop the run before any object is touched (exit code 2 in the CLI).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading kubeconfig {path}: {source}")]
+    #[error("reading kubeconfig {path}")]
     Kubeconfig {
         path: String,
         source: kube::config::KubeconfigError,
     },
-    #[error("no usable Kubernetes client configuration: {0}")]
+    #[error("no usable Kubernetes client configuration")]
     Infer(#[from] kube::config::InferConfigError),
-    #[error("building the Kubernetes client: {0}")]
+    #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
-    #[error("API discovery failed: {0}")]
+    #[error("API discovery failed")]
     Discovery(#[source] kube::Error),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
@@ -72,6 +72,14 @@ impl Options {
             retry: RetryPolicy::default(),
             max_list_restarts: 5,
         }
+    }
+
+    /// Checks options and entries without touching the network, so bad input is reported
+    /// before any connection problem.
+    pub fn check(&self) -> Result<(), Error> {
+        self.validate()?;
+        parse_entries(&self.resources)?;
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), Error> {
