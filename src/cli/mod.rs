@@ -13,6 +13,8 @@ pub mod check;
 pub mod keygen;
 pub mod reencrypt;
 pub mod reconcile;
+pub mod certs;
+pub mod serve;
 
 /// Exit code for bad input, usage and connection errors.
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -34,6 +36,10 @@ pub enum Command {
     Reconcile(reconcile::Args),
     /// Try a Cluster edit offline: mutation then validation, exactly as the webhook runs them.
     Check(check::Args),
+    /// Run the HTTPS admission server (POST /mutate, POST /validate) for kube-apiserver.
+    Serve(serve::Args),
+    /// Write a development CA and serving certificate (ca.crt, ca.key, tls.crt, tls.key).
+    Certs(certs::Args),
     /// Print the clusters.kubermatic.k8c.io CustomResourceDefinition (YAML) generated from eargate's types.
     Crd(crd::Args),
 }
@@ -45,6 +51,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Reencrypt(args) => reencrypt::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Check(args) => check::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Certs(args) => certs::run(args),
         Command::Crd(args) => crd::run(args),
     };
     match result {
