@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub mod crd;
 pub mod check;
 pub mod keygen;
+pub mod verify;
 pub mod reencrypt;
 pub mod reconcile;
 pub mod certs;
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Print a fresh secretbox key (base64 of 32 random bytes).
     Keygen(keygen::Args),
+    /// Read etcd and prove which objects (and older revisions) are sealed with which key.
+    Verify(verify::Args),
     /// Rewrite every stored object of the given resources through the API (re-encrypt after key changes).
     Reencrypt(reencrypt::Args),
     /// Run the reconciler: roll encryption at rest out on every Cluster's control plane.
@@ -48,6 +51,7 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Reencrypt(args) => reencrypt::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Check(args) => check::run(args),
