@@ -68,15 +68,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number before a unit"));
+            return Err(format!(
+                "invalid duration {text:?}: expected a number before a unit"
+            ));
         }
         let value: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let part = match &rest[..unit_len] {
             "ms" => Duration::from_millis(value),
             "s" => Duration::from_secs(value),
@@ -109,7 +115,9 @@ fn default_identity() -> String {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -121,7 +129,9 @@ fn init_logging(format: LogFormat) {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(term) => term,
             Err(err) => {
                 error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the reconciler");
@@ -142,7 +152,9 @@ async fn shutdown_signal() {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.job_image.trim().is_empty() {
-        anyhow::bail!("--job-image (or EARGATE_JOB_IMAGE) must name the image of the re-encryption Job");
+        anyhow::bail!(
+            "--job-image (or EARGATE_JOB_IMAGE) must name the image of the re-encryption Job"
+        );
     }
     for (flag, value) in [
         ("--apiserver-deployment", &args.apiserver_deployment),
@@ -156,7 +168,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     init_logging(args.log_format);
-    let identity = args.identity.clone().filter(|i| !i.is_empty()).unwrap_or_else(default_identity);
+    let identity = args
+        .identity
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(default_identity);
     let config = Config {
         job_image: args.job_image.clone(),
         apiserver_deployment: args.apiserver_deployment.clone(),
@@ -188,7 +204,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = stop_tx.send(true);
         });
         info!(identity = %identity, metrics = %args.metrics_listen, "starting the reconciler");
-        let ctx = eargate_reconciler::context::Context::new(client.clone(), config, metrics.clone());
+        let ctx =
+            eargate_reconciler::context::Context::new(client.clone(), config, metrics.clone());
         metrics.set_ready(true);
         if args.no_leader_election {
             metrics.set_leader(true);
@@ -243,8 +260,18 @@ mod tests {
         assert_eq!(t.args.lease_name, "eargate-reconciler");
         assert!(!t.args.no_leader_election);
         let t = T::try_parse_from([
-            "x", "--job-image", "i", "--rollout-timeout", "2m", "--no-leader-election", "--log-format", "json",
-            "--identity", "pod-1", "--lease-namespace", "ns",
+            "x",
+            "--job-image",
+            "i",
+            "--rollout-timeout",
+            "2m",
+            "--no-leader-election",
+            "--log-format",
+            "json",
+            "--identity",
+            "pod-1",
+            "--lease-namespace",
+            "ns",
         ])
         .unwrap();
         assert_eq!(t.args.rollout_timeout, Duration::from_secs(120));

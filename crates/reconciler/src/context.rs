@@ -60,7 +60,12 @@ impl Context {
         Self::with_settings(client, config.settings(), config.identity, metrics)
     }
 
-    pub fn with_settings(client: Client, settings: Settings, identity: String, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn with_settings(
+        client: Client,
+        settings: Settings,
+        identity: String,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: names::RECONCILER_NAME.to_owned(),
             instance: Some(identity),
@@ -118,7 +123,11 @@ mod tests {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{what}: {detail}")]
-    Kube { what: String, detail: String, code: Option<u16> },
+    Kube {
+        what: String,
+        detail: String,
+        code: Option<u16>,
+    },
     /// The planner is blocked by something outside its reach (e.g. a missing key Secret).
     #[error("blocked: {reason}")]
     Blocked { reason: String },
@@ -131,10 +140,16 @@ impl Error {
     pub fn kube(what: impl Into<String>, err: kube::Error) -> Self {
         let code = api_code(&err);
         let detail = match &err {
-            kube::Error::Api(status) => format!("HTTP {} {}: {}", status.code, status.reason, status.message),
+            kube::Error::Api(status) => {
+                format!("HTTP {} {}: {}", status.code, status.reason, status.message)
+            }
             other => other.to_string(),
         };
-        Self::Kube { what: what.into(), detail, code }
+        Self::Kube {
+            what: what.into(),
+            detail,
+            code,
+        }
     }
 
     /// An API error about a Secret: only code and reason are kept.
@@ -145,15 +160,25 @@ impl Error {
             kube::Error::SerdeError(_) => "the API server's answer could not be decoded".to_owned(),
             other => other.to_string(),
         };
-        Self::Kube { what: what.into(), detail, code }
+        Self::Kube {
+            what: what.into(),
+            detail,
+            code,
+        }
     }
 
     /// A short fixed kind for the error metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Self::Kube { code: Some(409), .. } => "conflict",
-            Self::Kube { code: Some(404), .. } => "not_found",
-            Self::Kube { code: Some(403), .. } => "forbidden",
+            Self::Kube {
+                code: Some(409), ..
+            } => "conflict",
+            Self::Kube {
+                code: Some(404), ..
+            } => "not_found",
+            Self::Kube {
+                code: Some(403), ..
+            } => "forbidden",
             Self::Kube { .. } => "kube",
             Self::Blocked { .. } => "blocked",
             Self::Encode { .. } => "encode",

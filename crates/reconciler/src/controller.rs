@@ -23,7 +23,10 @@ use crate::observe::observe;
 use crate::plan::{plan, Observed};
 
 /// One reconcile of one Cluster.
-pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<ControllerAction, Error> {
+pub async fn reconcile(
+    cluster: Arc<Cluster>,
+    ctx: Arc<Context>,
+) -> Result<ControllerAction, Error> {
     let name = cluster.name_any();
     let started = Instant::now();
     let result = reconcile_inner(&name, &ctx).await;
@@ -45,7 +48,9 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<ControllerAction, 
     debug!(cluster = %name, actions = actions.len(), "planned");
     let outcome = execute(ctx, &observation, &actions).await?;
     ctx.metrics.set_phase(name, outcome.phase);
-    Ok(ControllerAction::requeue(outcome.requeue_after.unwrap_or(RESYNC)))
+    Ok(ControllerAction::requeue(
+        outcome.requeue_after.unwrap_or(RESYNC),
+    ))
 }
 
 /// Retries with per-cluster exponential backoff; the error is logged with names only.
@@ -58,7 +63,10 @@ pub fn error_policy(cluster: Arc<Cluster>, err: &Error, ctx: Arc<Context>) -> Co
 
 /// The Cluster whose control plane lives in `namespace`: the one whose
 /// `status.namespaceName` (or default `cluster-<name>`) is that namespace.
-pub fn cluster_for_namespace(store: &Store<Cluster>, namespace: &str) -> Option<ObjectRef<Cluster>> {
+pub fn cluster_for_namespace(
+    store: &Store<Cluster>,
+    namespace: &str,
+) -> Option<ObjectRef<Cluster>> {
     if let Some(found) = store
         .state()
         .iter()
@@ -84,20 +92,33 @@ pub async fn run(ctx: Arc<Context>) {
     };
     let (m1, m2, m3) = (map.clone(), map.clone(), map);
     let deployments = watcher::Config::default()
-        .fields(&format!("metadata.name={}", ctx.settings.apiserver_deployment))
+        .fields(&format!(
+            "metadata.name={}",
+            ctx.settings.apiserver_deployment
+        ))
         .any_semantic();
     let jobs = watcher::Config::default()
-        .labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY))
+        .labels(&format!(
+            "{}={}",
+            names::LABEL_MANAGED_BY,
+            names::MANAGED_BY
+        ))
         .any_semantic();
     info!("watching Clusters and their control planes");
     controller
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default().any_semantic(), move |s: Secret| {
-            m1(s.namespace())
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |s: Secret| m1(s.namespace()),
+        )
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            deployments,
+            move |d: Deployment| m2(d.namespace()),
+        )
+        .watches(Api::<Job>::all(client), jobs, move |j: Job| {
+            m3(j.namespace())
         })
-        .watches(Api::<Deployment>::all(client.clone()), deployments, move |d: Deployment| {
-            m2(d.namespace())
-        })
-        .watches(Api::<Job>::all(client), jobs, move |j: Job| m3(j.namespace()))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {

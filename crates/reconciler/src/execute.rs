@@ -40,7 +40,11 @@ pub struct Outcome {
 }
 
 /// Runs `actions` for the observed Cluster.
-pub async fn execute(ctx: &Context, observation: &Observation, actions: &[Action]) -> Result<Outcome, Error> {
+pub async fn execute(
+    ctx: &Context,
+    observation: &Observation,
+    actions: &[Action],
+) -> Result<Outcome, Error> {
     let observed = &observation.observed;
     let cluster = &observed.cluster;
     let name = cluster.name_any();
@@ -72,7 +76,8 @@ pub async fn execute(ctx: &Context, observation: &Observation, actions: &[Action
                 encryption,
                 conditions,
             } => {
-                let Some(body) = status_patch(resource_version.as_deref(), encryption, conditions) else {
+                let Some(body) = status_patch(resource_version.as_deref(), encryption, conditions)
+                else {
                     continue;
                 };
                 let clusters: Api<Cluster> = Api::all(ctx.client.clone());
@@ -87,7 +92,9 @@ pub async fn execute(ctx: &Context, observation: &Observation, actions: &[Action
                     EncryptionStatusChange::Clear => None,
                 };
                 info!(cluster = %name, from = ?outcome.phase, to = ?after, conditions = ?conditions.keys().collect::<Vec<_>>(), "status written");
-                if outcome.phase == Some(EncryptionPhase::EncryptionNeeded) && after != outcome.phase {
+                if outcome.phase == Some(EncryptionPhase::EncryptionNeeded)
+                    && after != outcome.phase
+                {
                     record_job(ctx, observation);
                 }
                 outcome.phase = after;
@@ -97,7 +104,15 @@ pub async fn execute(ctx: &Context, observation: &Observation, actions: &[Action
                 hash,
                 annotations,
             } => {
-                write_config_secret(ctx, observed.rendered.as_ref(), namespace, yaml, hash, annotations).await?;
+                write_config_secret(
+                    ctx,
+                    observed.rendered.as_ref(),
+                    namespace,
+                    yaml,
+                    hash,
+                    annotations,
+                )
+                .await?;
             }
             Action::RollApiServer { hash, started } => {
                 let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
@@ -109,18 +124,26 @@ pub async fn execute(ctx: &Context, observation: &Observation, actions: &[Action
                 deployments
                     .patch(deployment, &PatchParams::default(), &Patch::Merge(&body))
                     .await
-                    .map_err(|e| Error::kube(format!("patching Deployment {namespace}/{deployment}"), e))?;
+                    .map_err(|e| {
+                        Error::kube(format!("patching Deployment {namespace}/{deployment}"), e)
+                    })?;
                 info!(cluster = %name, namespace, deployment = %deployment, config_hash = %hash, "rolling the API server to the new config");
             }
             Action::CreateJob { job } => create_job(ctx, namespace, job).await?,
-            Action::Event { type_, reason, note } => publish_event(ctx, cluster, *type_, reason, note).await,
+            Action::Event {
+                type_,
+                reason,
+                note,
+            } => publish_event(ctx, cluster, *type_, reason, note).await,
             Action::ReportDrift { key_name } => {
                 warn!(cluster = %name, key = %key_name, "referenced key Secret differs from the key material already rendered under this name; keeping the rendered material");
             }
             Action::RequeueAfter(after) => outcome.requeue_after = Some(*after),
             Action::Backoff { reason } => {
                 warn!(cluster = %name, reason = %reason, "blocked; retrying with backoff");
-                return Err(Error::Blocked { reason: reason.clone() });
+                return Err(Error::Blocked {
+                    reason: reason.clone(),
+                });
             }
         }
     }
@@ -188,8 +211,16 @@ fn config_secret_current(
     annotations: &BTreeMap<String, String>,
 ) -> bool {
     rendered.data.as_deref() == Some(yaml.as_bytes())
-        && rendered.labels.get(names::LABEL_CONFIG_HASH).map(String::as_str) == Some(hash)
-        && rendered.labels.get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY)
+        && rendered
+            .labels
+            .get(names::LABEL_CONFIG_HASH)
+            .map(String::as_str)
+            == Some(hash)
+        && rendered
+            .labels
+            .get(names::LABEL_MANAGED_BY)
+            .map(String::as_str)
+            == Some(names::MANAGED_BY)
         && annotations
             .iter()
             .all(|(k, v)| rendered.annotations.get(k) == Some(v))
@@ -213,11 +244,17 @@ async fn write_config_secret(
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let labels: BTreeMap<String, String> = [
         (names::LABEL_CONFIG_HASH.to_owned(), hash.to_owned()),
-        (names::LABEL_MANAGED_BY.to_owned(), names::MANAGED_BY.to_owned()),
+        (
+            names::LABEL_MANAGED_BY.to_owned(),
+            names::MANAGED_BY.to_owned(),
+        ),
     ]
     .into();
-    let data: BTreeMap<String, ByteString> =
-        [(ctx.settings.config_secret_key.clone(), ByteString(yaml.as_bytes().to_vec()))].into();
+    let data: BTreeMap<String, ByteString> = [(
+        ctx.settings.config_secret_key.clone(),
+        ByteString(yaml.as_bytes().to_vec()),
+    )]
+    .into();
     if rendered.is_none() {
         let secret = Secret {
             metadata: ObjectMeta {
@@ -242,7 +279,12 @@ async fn write_config_secret(
             }
             // Created meanwhile (by an earlier run whose answer was lost): patch it below.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(Error::kube_secret(format!("creating Secret {namespace}/{name}"), e)),
+            Err(e) => {
+                return Err(Error::kube_secret(
+                    format!("creating Secret {namespace}/{name}"),
+                    e,
+                ))
+            }
         }
     }
     let body = json!({
@@ -274,13 +316,22 @@ async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Err
             info!(namespace, job = %job_name, "re-encryption Job already exists");
             Ok(())
         }
-        Err(e) => Err(Error::kube(format!("creating Job {namespace}/{job_name}"), e)),
+        Err(e) => Err(Error::kube(
+            format!("creating Job {namespace}/{job_name}"),
+            e,
+        )),
     }
 }
 
 /// Publishes an Event on the Cluster. A failed Event is logged, not fatal: the status and
 /// the log carry the same information.
-async fn publish_event(ctx: &Context, cluster: &Cluster, type_: EventType, reason: &str, note: &str) {
+async fn publish_event(
+    ctx: &Context,
+    cluster: &Cluster,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_: match type_ {
             EventType::Normal => KubeEventType::Normal,

@@ -38,7 +38,11 @@ pub struct LeaderConfig {
 
 impl LeaderConfig {
     /// A Lease with the production timings ([`LEASE_DURATION_SECONDS`], [`LEASE_GRACE_SECONDS`]).
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -137,7 +141,10 @@ where
     }
 }
 
-async fn build_manager(client: Client, config: &LeaderConfig) -> Result<LeaseManager, LeaseManagerError> {
+async fn build_manager(
+    client: Client,
+    config: &LeaderConfig,
+) -> Result<LeaseManager, LeaseManagerError> {
     LeaseManagerBuilder::new(client, config.name.clone())
         .with_namespace(config.namespace.clone())
         .with_identity(config.identity.clone())
@@ -149,11 +156,14 @@ async fn build_manager(client: Client, config: &LeaderConfig) -> Result<LeaseMan
 }
 
 async fn release(manager: &LeaseManager, config: &LeaderConfig) -> Result<(), LeaderError> {
-    manager.release().await.map_err(|source| LeaderError::Release {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    })?;
+    manager
+        .release()
+        .await
+        .map_err(|source| LeaderError::Release {
+            namespace: config.namespace.clone(),
+            name: config.name.clone(),
+            source,
+        })?;
     info!(lease = %config.name, identity = %config.identity, "released the leader Lease");
     Ok(())
 }

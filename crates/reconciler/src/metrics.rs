@@ -114,7 +114,11 @@ impl Metrics {
             phase.clone(),
         );
         let reconciles = Counter::default();
-        registry.register("reconciliations", "Reconciliations started", reconciles.clone());
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            reconciles.clone(),
+        );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -128,7 +132,11 @@ impl Metrics {
             reconcile_duration.clone(),
         );
         let jobs = Family::<OutcomeLabels, Counter>::default();
-        registry.register("reencryption_jobs", "Re-encryption Jobs finished, by outcome", jobs.clone());
+        registry.register(
+            "reencryption_jobs",
+            "Re-encryption Jobs finished, by outcome",
+            jobs.clone(),
+        );
         let job_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(1.0, 2.0, 14))) as fn() -> Histogram,
         );
@@ -144,7 +152,11 @@ impl Metrics {
             key_drift.clone(),
         );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         Self {
             registry,
             phase,
@@ -169,7 +181,9 @@ impl Metrics {
     /// Counts a failed reconciliation by a short fixed error kind.
     pub fn reconcile_failed(&self, kind: &str) {
         self.reconcile_errors
-            .get_or_create(&ErrorLabels { error: kind.to_owned() })
+            .get_or_create(&ErrorLabels {
+                error: kind.to_owned(),
+            })
             .inc();
     }
 
@@ -181,7 +195,9 @@ impl Metrics {
                 cluster: cluster.to_owned(),
                 phase: p,
             };
-            self.phase.get_or_create(&labels).set(i64::from(p == current));
+            self.phase
+                .get_or_create(&labels)
+                .set(i64::from(p == current));
         }
     }
 
@@ -226,7 +242,9 @@ impl Metrics {
         let labels = OutcomeLabels { outcome };
         self.jobs.get_or_create(&labels).inc();
         if let Some(d) = ran_for {
-            self.job_duration.get_or_create(&labels).observe(d.as_secs_f64());
+            self.job_duration
+                .get_or_create(&labels)
+                .observe(d.as_secs_f64());
         }
     }
 
@@ -312,8 +330,14 @@ mod tests {
         m.set_phase("c1", Some(EncryptionPhase::Pending));
         m.set_phase("c1", Some(EncryptionPhase::Active));
         let text = m.encode();
-        assert!(text.contains(r#"eargate_encryption_phase{cluster="c1",phase="Active"} 1"#), "{text}");
-        assert!(text.contains(r#"eargate_encryption_phase{cluster="c1",phase="Pending"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"eargate_encryption_phase{cluster="c1",phase="Active"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eargate_encryption_phase{cluster="c1",phase="Pending"} 0"#),
+            "{text}"
+        );
         m.forget_cluster("c1");
         assert!(!m.encode().contains(r#"cluster="c1""#));
     }
@@ -323,7 +347,10 @@ mod tests {
         let m = Metrics::new();
         m.set_key_drift("c1", &["k1".into(), "k2".into()]);
         let text = m.encode();
-        assert!(text.contains(r#"eargate_key_drift{cluster="c1",key="k1"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"eargate_key_drift{cluster="c1",key="k1"} 1"#),
+            "{text}"
+        );
         m.set_key_drift("c1", &["k2".into()]);
         let text = m.encode();
         assert!(!text.contains(r#"key="k1""#), "{text}");
@@ -339,9 +366,23 @@ mod tests {
         m.job_finished(JobOutcome::Failed, None);
         let text = m.encode();
         assert!(text.contains("eargate_reconciliations_total 1"), "{text}");
-        assert!(text.contains(r#"eargate_reconcile_errors_total{error="kube"} 1"#), "{text}");
-        assert!(text.contains(r#"eargate_reencryption_jobs_total{outcome="Succeeded"} 1"#), "{text}");
-        assert!(text.contains(r#"eargate_reencryption_jobs_total{outcome="Failed"} 1"#), "{text}");
-        assert!(text.contains("eargate_reencryption_job_duration_seconds_count{outcome=\"Succeeded\"} 1"), "{text}");
+        assert!(
+            text.contains(r#"eargate_reconcile_errors_total{error="kube"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eargate_reencryption_jobs_total{outcome="Succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eargate_reencryption_jobs_total{outcome="Failed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "eargate_reencryption_job_duration_seconds_count{outcome=\"Succeeded\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

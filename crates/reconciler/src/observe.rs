@@ -16,7 +16,9 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::context::Error;
-use crate::plan::{JobState, KeySecret, Observed, Rendered, Rollout, Settings, ANNOTATION_ROLLOUT_STARTED};
+use crate::plan::{
+    JobState, KeySecret, Observed, Rendered, Rollout, Settings, ANNOTATION_ROLLOUT_STARTED,
+};
 
 /// What one observation found: the planner's input plus the raw Job (for its timing metric).
 #[derive(Clone, Debug)]
@@ -27,7 +29,11 @@ pub struct Observation {
 }
 
 /// Reads everything the planner needs about the Cluster `name`. `None` when it is gone.
-pub async fn observe(client: &Client, settings: &Settings, name: &str) -> Result<Option<Observation>, Error> {
+pub async fn observe(
+    client: &Client,
+    settings: &Settings,
+    name: &str,
+) -> Result<Option<Observation>, Error> {
     let clusters: Api<Cluster> = Api::all(client.clone());
     let Some(cluster) = clusters
         .get_opt(name)
@@ -42,15 +48,19 @@ pub async fn observe(client: &Client, settings: &Settings, name: &str) -> Result
     let rendered = secrets
         .get_opt(&settings.config_secret)
         .await
-        .map_err(|e| Error::kube_secret(format!("reading Secret {namespace}/{}", settings.config_secret), e))?
+        .map_err(|e| {
+            Error::kube_secret(
+                format!("reading Secret {namespace}/{}", settings.config_secret),
+                e,
+            )
+        })?
         .map(|s| rendered_from(s, &settings.config_secret_key));
 
     let mut key_secrets = BTreeMap::new();
     for secret_name in referenced_secrets(&cluster) {
-        let found = secrets
-            .get_opt(&secret_name)
-            .await
-            .map_err(|e| Error::kube_secret(format!("reading key Secret {namespace}/{secret_name}"), e))?;
+        let found = secrets.get_opt(&secret_name).await.map_err(|e| {
+            Error::kube_secret(format!("reading key Secret {namespace}/{secret_name}"), e)
+        })?;
         key_secrets.insert(secret_name, key_secret_from(found));
     }
 
@@ -60,7 +70,10 @@ pub async fn observe(client: &Client, settings: &Settings, name: &str) -> Result
         .await
         .map_err(|e| {
             Error::kube(
-                format!("reading Deployment {namespace}/{}", settings.apiserver_deployment),
+                format!(
+                    "reading Deployment {namespace}/{}",
+                    settings.apiserver_deployment
+                ),
                 e,
             )
         })? {
@@ -143,7 +156,11 @@ pub fn key_secret_from(secret: Option<Secret>) -> KeySecret {
 
 /// Pods of the Deployment (by its selector's `matchLabels`), terminating ones included: a
 /// terminating kube-apiserver still serves until it exits.
-async fn list_pods(client: &Client, namespace: &str, deployment: &Deployment) -> Result<Vec<Pod>, Error> {
+async fn list_pods(
+    client: &Client,
+    namespace: &str,
+    deployment: &Deployment,
+) -> Result<Vec<Pod>, Error> {
     let Some(labels) = deployment
         .spec
         .as_ref()
@@ -210,7 +227,11 @@ pub fn rollout_from(deployment: &Deployment, pods: &[Pod]) -> Rollout {
         started,
         generation: deployment.metadata.generation.unwrap_or(0),
         observed_generation: status.observed_generation.unwrap_or(0),
-        desired: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        desired: deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1),
         updated,
         available: status.available_replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
@@ -275,7 +296,8 @@ mod tests {
     fn pod(hash: Option<&str>) -> Pod {
         let mut p = Pod::default();
         if let Some(h) = hash {
-            p.metadata.annotations = Some([(names::ANNOTATION_CONFIG_HASH.to_owned(), h.to_owned())].into());
+            p.metadata.annotations =
+                Some([(names::ANNOTATION_CONFIG_HASH.to_owned(), h.to_owned())].into());
         }
         p
     }
@@ -319,7 +341,10 @@ mod tests {
                 reason: "BackoffLimitExceeded".into()
             }
         );
-        assert_eq!(job_run_time(&failed), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(
+            job_run_time(&failed),
+            Some(std::time::Duration::from_secs(10))
+        );
         assert_eq!(job_state(&Job::default()), JobState::Running);
     }
 }

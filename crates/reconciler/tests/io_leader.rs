@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 const NS: &str = "eargate-system";
 const NAME: &str = "eargate-reconciler";
 const ID: &str = "reconciler-0";
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/eargate-system/leases/eargate-reconciler";
+const LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/eargate-system/leases/eargate-reconciler";
 
 fn lease(holder: Option<&str>, duration: u64) -> Value {
     let mut spec = json!({});
@@ -39,16 +40,29 @@ fn lease(holder: Option<&str>, duration: u64) -> Value {
 async fn acquire(api: &mut ApiServerVerifier, duration: u64) {
     api.expect(Method::GET, LEASE).await.not_found("leases");
     let create = api
-        .expect(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/eargate-system/leases")
+        .expect(
+            Method::POST,
+            "/apis/coordination.k8s.io/v1/namespaces/eargate-system/leases",
+        )
         .await;
     assert_eq!(create.body["metadata"]["name"], NAME);
     create.created(&lease(None, duration));
     // The manager reads the (free) Lease, then takes it with a server-side apply.
-    api.expect(Method::GET, LEASE).await.ok(&lease(None, duration));
-    api.expect(Method::GET, LEASE).await.ok(&lease(None, duration));
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(&lease(None, duration));
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(&lease(None, duration));
     let take = api.expect(Method::PATCH, LEASE).await;
-    assert_eq!(take.content_type.as_deref(), Some("application/apply-patch+yaml"));
-    assert_eq!(take.query("fieldManager").as_deref(), Some("eargate-reconciler-0"));
+    assert_eq!(
+        take.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    assert_eq!(
+        take.query("fieldManager").as_deref(),
+        Some("eargate-reconciler-0")
+    );
     assert_eq!(take.body["spec"]["holderIdentity"], ID);
     assert_eq!(take.body["spec"]["leaseDurationSeconds"], duration);
     take.ok(&lease(Some(ID), duration));
@@ -59,7 +73,9 @@ async fn acquire(api: &mut ApiServerVerifier, duration: u64) {
     );
     assert_eq!(transitions.body["spec"]["leaseTransitions"], 1);
     transitions.ok(&lease(Some(ID), duration));
-    api.expect(Method::GET, LEASE).await.ok(&lease(Some(ID), duration));
+    api.expect(Method::GET, LEASE)
+        .await
+        .ok(&lease(Some(ID), duration));
 }
 
 #[tokio::test]
@@ -106,7 +122,10 @@ async fn acquires_runs_work_and_releases_the_lease_on_shutdown() {
         Some("application/strategic-merge-patch+json")
     );
     assert_eq!(release.body["spec"]["holderIdentity"], Value::Null);
-    assert!(release.body["spec"].as_object().unwrap().contains_key("holderIdentity"));
+    assert!(release.body["spec"]
+        .as_object()
+        .unwrap()
+        .contains_key("holderIdentity"));
     release.ok(&lease(None, 15));
     api.expect(Method::GET, LEASE).await.ok(&lease(None, 15));
 
@@ -189,7 +208,10 @@ async fn stops_work_when_the_lease_cannot_be_renewed_and_takes_it_again() {
     assert_eq!(release.body["spec"]["holderIdentity"], Value::Null);
     release.ok(&lease(None, 2));
     api.expect(Method::GET, LEASE).await.ok(&lease(None, 2));
-    let result = tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(result.is_ok(), "{result:?}");
 }
 

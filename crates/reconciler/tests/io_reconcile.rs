@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 const NS: &str = "cluster-c1";
 const CLUSTER: &str = "/apis/kubermatic.k8c.io/v1/clusters/c1";
 const STATUS: &str = "/apis/kubermatic.k8c.io/v1/clusters/c1/status";
-const CONFIG_SECRET: &str = "/api/v1/namespaces/cluster-c1/secrets/apiserver-encryption-configuration";
+const CONFIG_SECRET: &str =
+    "/api/v1/namespaces/cluster-c1/secrets/apiserver-encryption-configuration";
 const SECRETS: &str = "/api/v1/namespaces/cluster-c1/secrets";
 const KEY_SECRET: &str = "/api/v1/namespaces/cluster-c1/secrets/key-secret";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/cluster-c1/deployments/apiserver";
@@ -78,7 +79,10 @@ fn assert_no_key_material(what: &str, text: &str) {
         "0123456789abcdef",
         &b64_of_b64[..24],
     ] {
-        assert!(!text.contains(needle), "key material ({needle}) in {what}:\n{text}");
+        assert!(
+            !text.contains(needle),
+            "key material ({needle}) in {what}:\n{text}"
+        );
     }
 }
 
@@ -139,7 +143,12 @@ fn context(client: kube::Client) -> Arc<Context> {
         job_image: "registry.example/eargate:test".into(),
         ..Settings::default()
     };
-    Context::with_settings(client, settings, "reconciler-0".into(), Arc::new(Metrics::new()))
+    Context::with_settings(
+        client,
+        settings,
+        "reconciler-0".into(),
+        Arc::new(Metrics::new()),
+    )
 }
 
 /// Runs one reconcile against the scripted server; returns its result.
@@ -173,22 +182,44 @@ async fn expect_observation(
         Some(s) => call.ok(s),
         None => call.not_found("secrets"),
     }
-    api.expect(Method::GET, DEPLOYMENT).await.ok(deployment_json);
+    api.expect(Method::GET, DEPLOYMENT)
+        .await
+        .ok(deployment_json);
     let list = api.expect(Method::GET, PODS).await;
-    assert_eq!(list.query("labelSelector").as_deref(), Some("app%3Dapiserver"), "{}", list.uri);
+    assert_eq!(
+        list.query("labelSelector").as_deref(),
+        Some("app%3Dapiserver"),
+        "{}",
+        list.uri
+    );
     list.ok(pods_json);
 }
 
 /// A status write: through `/status`, a merge patch naming only status fields, preconditioned
 /// on the resourceVersion the plan was made from. Replies with the Cluster at `new_rv`.
 fn check_status_write(call: Call, from_rv: &str, new_rv: &str, texts: &mut Vec<String>) -> Value {
-    assert_eq!(call.content_type.as_deref(), Some("application/merge-patch+json"));
-    assert_eq!(call.body["metadata"], json!({"resourceVersion": from_rv}), "{}", call.body);
+    assert_eq!(
+        call.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        call.body["metadata"],
+        json!({"resourceVersion": from_rv}),
+        "{}",
+        call.body
+    );
     let keys: Vec<&String> = call.body.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["metadata", "status"], "only status is written: {}", call.body);
+    assert_eq!(
+        keys,
+        ["metadata", "status"],
+        "only status is written: {}",
+        call.body
+    );
     let status_keys: Vec<&String> = call.body["status"].as_object().unwrap().keys().collect();
     assert!(
-        status_keys.iter().all(|k| *k == "encryption" || *k == "conditions"),
+        status_keys
+            .iter()
+            .all(|k| *k == "encryption" || *k == "conditions"),
         "{}",
         call.body
     );
@@ -226,34 +257,66 @@ async fn rolls_encryption_out_from_nothing_to_active() {
     let mut hash = String::new();
     let result = run_reconcile(&ctx, &c0, async {
         expect_observation(&mut api, &c0, None, Some(&key_secret()), &dep0, &pods(None)).await;
-        let status = check_status_write(api.expect(Method::PATCH, STATUS).await, "100", "101", &mut texts);
+        let status = check_status_write(
+            api.expect(Method::PATCH, STATUS).await,
+            "100",
+            "101",
+            &mut texts,
+        );
         assert_eq!(status["status"]["encryption"]["phase"], "Pending");
         assert_eq!(
             status["status"]["conditions"][names::CONDITION_ENCRYPTION_INITIALIZED]["status"],
             "True"
         );
-        check_event(api.expect(Method::POST, EVENTS).await, "Normal", "Pending", &mut texts);
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Normal",
+            "Pending",
+            &mut texts,
+        );
         // The Secret does not exist: created once, labelled with its content hash.
         let create = api.expect(Method::POST, SECRETS).await;
-        assert_eq!(create.body["metadata"]["name"], names::DEFAULT_CONFIG_SECRET);
-        assert_eq!(create.body["metadata"]["labels"][names::LABEL_MANAGED_BY], names::MANAGED_BY);
+        assert_eq!(
+            create.body["metadata"]["name"],
+            names::DEFAULT_CONFIG_SECRET
+        );
+        assert_eq!(
+            create.body["metadata"]["labels"][names::LABEL_MANAGED_BY],
+            names::MANAGED_BY
+        );
         hash = create.body["metadata"]["labels"][names::LABEL_CONFIG_HASH]
             .as_str()
             .unwrap()
             .to_owned();
         let yaml = base64::engine::general_purpose::STANDARD
-            .decode(create.body["data"][names::DEFAULT_CONFIG_SECRET_KEY].as_str().unwrap())
+            .decode(
+                create.body["data"][names::DEFAULT_CONFIG_SECRET_KEY]
+                    .as_str()
+                    .unwrap(),
+            )
             .unwrap();
         let yaml = String::from_utf8(yaml).unwrap();
-        let config: eargate_policy::apiserver_config::EncryptionConfig = serde_yaml::from_str(&yaml).unwrap();
-        let keys = &config.resources[0].providers.iter().find_map(|p| p.secretbox.clone()).unwrap().keys;
-        assert_eq!((keys[0].name.as_str(), keys[0].secret.as_str()), ("k1", key_b64().as_str()));
+        let config: eargate_policy::apiserver_config::EncryptionConfig =
+            serde_yaml::from_str(&yaml).unwrap();
+        let keys = &config.resources[0]
+            .providers
+            .iter()
+            .find_map(|p| p.secretbox.clone())
+            .unwrap()
+            .keys;
+        assert_eq!(
+            (keys[0].name.as_str(), keys[0].secret.as_str()),
+            ("k1", key_b64().as_str())
+        );
         rendered_secret = create.body.clone();
         rendered_secret["metadata"]["namespace"] = json!(NS);
         create.created(&rendered_secret);
         // Then the API server is rolled by a pod-template annotation with that hash.
         let roll = api.expect(Method::PATCH, DEPLOYMENT).await;
-        assert_eq!(roll.content_type.as_deref(), Some("application/merge-patch+json"));
+        assert_eq!(
+            roll.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
         assert_eq!(
             roll.body["spec"]["template"]["metadata"]["annotations"][names::ANNOTATION_CONFIG_HASH],
             json!(hash)
@@ -261,7 +324,12 @@ async fn rolls_encryption_out_from_nothing_to_active() {
         assert!(roll.body["metadata"]["annotations"]["eargate.k8c.io/rollout-started"].is_string());
         assert_eq!(roll.body.as_object().unwrap().len(), 2, "{}", roll.body);
         roll.ok(&deployment(Some(&hash), Some("2025-01-01T00:00:00Z")));
-        check_event(api.expect(Method::POST, EVENTS).await, "Normal", "RolloutStarted", &mut texts);
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Normal",
+            "RolloutStarted",
+            &mut texts,
+        );
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
@@ -276,14 +344,34 @@ async fn rolls_encryption_out_from_nothing_to_active() {
     let dep1 = deployment(Some(&hash), Some(&started));
     let first_hash = hash.clone();
     let result = run_reconcile(&ctx, &c1, async {
-        expect_observation(&mut api, &c1, Some(&rendered_secret), Some(&key_secret()), &dep1, &pods(Some(&hash))).await;
+        expect_observation(
+            &mut api,
+            &c1,
+            Some(&rendered_secret),
+            Some(&key_secret()),
+            &dep1,
+            &pods(Some(&hash)),
+        )
+        .await;
         let get_job = api.next().await;
         assert_eq!(get_job.method, Method::GET);
-        assert!(get_job.uri.starts_with(&format!("{JOBS}/eargate-reencrypt-")), "{}", get_job.uri);
+        assert!(
+            get_job
+                .uri
+                .starts_with(&format!("{JOBS}/eargate-reencrypt-")),
+            "{}",
+            get_job.uri
+        );
         get_job.not_found("jobs");
         let patch = api.expect(Method::PATCH, CONFIG_SECRET).await;
-        assert_eq!(patch.content_type.as_deref(), Some("application/merge-patch+json"));
-        hash = patch.body["metadata"]["labels"][names::LABEL_CONFIG_HASH].as_str().unwrap().to_owned();
+        assert_eq!(
+            patch.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        hash = patch.body["metadata"]["labels"][names::LABEL_CONFIG_HASH]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_ne!(hash, first_hash);
         rendered_secret["data"] = patch.body["data"].clone();
         rendered_secret["metadata"]["labels"] = patch.body["metadata"]["labels"].clone();
@@ -295,7 +383,12 @@ async fn rolls_encryption_out_from_nothing_to_active() {
             json!(hash)
         );
         roll.ok(&deployment(Some(&hash), Some(&started)));
-        check_event(api.expect(Method::POST, EVENTS).await, "Normal", "RolloutStarted", &mut texts);
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Normal",
+            "RolloutStarted",
+            &mut texts,
+        );
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
@@ -304,21 +397,55 @@ async fn rolls_encryption_out_from_nothing_to_active() {
     let dep2 = deployment(Some(&hash), Some(&started));
     let mut job_name = String::new();
     let result = run_reconcile(&ctx, &c1, async {
-        expect_observation(&mut api, &c1, Some(&rendered_secret), Some(&key_secret()), &dep2, &pods(Some(&hash))).await;
+        expect_observation(
+            &mut api,
+            &c1,
+            Some(&rendered_secret),
+            Some(&key_secret()),
+            &dep2,
+            &pods(Some(&hash)),
+        )
+        .await;
         let get_job = api.next().await;
         assert_eq!(get_job.method, Method::GET);
         job_name = get_job.uri.rsplit('/').next().unwrap().to_owned();
-        assert!(job_name.starts_with("eargate-reencrypt-"), "{}", get_job.uri);
+        assert!(
+            job_name.starts_with("eargate-reencrypt-"),
+            "{}",
+            get_job.uri
+        );
         get_job.not_found("jobs");
-        let status = check_status_write(api.expect(Method::PATCH, STATUS).await, "101", "102", &mut texts);
+        let status = check_status_write(
+            api.expect(Method::PATCH, STATUS).await,
+            "101",
+            "102",
+            &mut texts,
+        );
         assert_eq!(status["status"]["encryption"]["phase"], "EncryptionNeeded");
-        check_event(api.expect(Method::POST, EVENTS).await, "Normal", "EncryptionNeeded", &mut texts);
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Normal",
+            "EncryptionNeeded",
+            &mut texts,
+        );
         let create = api.expect(Method::POST, JOBS).await;
         assert_eq!(create.body["metadata"]["name"], json!(job_name));
-        assert_eq!(create.body["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example/eargate:test");
+        assert_eq!(
+            create.body["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.example/eargate:test"
+        );
         texts.push(create.body.to_string());
-        create.status_error(409, "AlreadyExists", &format!("jobs.batch \"{job_name}\" already exists"));
-        check_event(api.expect(Method::POST, EVENTS).await, "Normal", "ReencryptionStarted", &mut texts);
+        create.status_error(
+            409,
+            "AlreadyExists",
+            &format!("jobs.batch \"{job_name}\" already exists"),
+        );
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Normal",
+            "ReencryptionStarted",
+            &mut texts,
+        );
     })
     .await;
     assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(10)));
@@ -344,21 +471,41 @@ async fn rolls_encryption_out_from_nothing_to_active() {
         check_event(api.expect(Method::POST, EVENTS).await, "Normal", "Active", &mut texts);
     })
     .await;
-    assert_eq!(result.unwrap(), Action::requeue(eargate_reconciler::context::RESYNC));
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(eargate_reconciler::context::RESYNC)
+    );
     api.expect_silence(Duration::from_millis(100)).await;
 
     let metrics = ctx.metrics.encode();
-    assert!(metrics.contains(r#"eargate_encryption_phase{cluster="c1",phase="Active"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"eargate_reencryption_jobs_total{outcome="Succeeded"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"eargate_reencryption_job_duration_seconds_sum{outcome="Succeeded"} 120.0"#), "{metrics}");
-    assert!(metrics.contains("eargate_reconciliations_total 4"), "{metrics}");
+    assert!(
+        metrics.contains(r#"eargate_encryption_phase{cluster="c1",phase="Active"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"eargate_reencryption_jobs_total{outcome="Succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"eargate_reencryption_job_duration_seconds_sum{outcome="Succeeded"} 120.0"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("eargate_reconciliations_total 4"),
+        "{metrics}"
+    );
 
     for text in &texts {
         assert_no_key_material("an Event, status write or Job", text);
     }
     assert_no_key_material("metrics", &metrics);
     let logs = logs.text();
-    assert!(logs.contains("rendered config created"), "logs were not captured:\n{logs}");
+    assert!(
+        logs.contains("rendered config created"),
+        "logs were not captured:\n{logs}"
+    );
     assert_no_key_material("the logs", &logs);
 }
 
@@ -373,13 +520,30 @@ async fn missing_key_secret_sets_condition_emits_event_and_backs_off() {
 
     let result = run_reconcile(&ctx, &c0, async {
         expect_observation(&mut api, &c0, None, None, &dep, &pods(None)).await;
-        let status = check_status_write(api.expect(Method::PATCH, STATUS).await, "100", "101", &mut texts);
-        assert!(status["status"].get("encryption").is_none(), "phase untouched: {status}");
-        let cond = &status["status"]["conditions"][eargate_reconciler::plan::CONDITION_ENCRYPTION_RECONCILED];
+        let status = check_status_write(
+            api.expect(Method::PATCH, STATUS).await,
+            "100",
+            "101",
+            &mut texts,
+        );
+        assert!(
+            status["status"].get("encryption").is_none(),
+            "phase untouched: {status}"
+        );
+        let cond = &status["status"]["conditions"]
+            [eargate_reconciler::plan::CONDITION_ENCRYPTION_RECONCILED];
         assert_eq!(cond["status"], "False");
         assert_eq!(cond["reason"], "KeySecretMissing");
-        assert!(cond["message"].as_str().unwrap().contains("key-secret"), "{cond}");
-        check_event(api.expect(Method::POST, EVENTS).await, "Warning", "KeySecretMissing", &mut texts);
+        assert!(
+            cond["message"].as_str().unwrap().contains("key-secret"),
+            "{cond}"
+        );
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Warning",
+            "KeySecretMissing",
+            &mut texts,
+        );
     })
     .await;
     let err = result.unwrap_err();
@@ -387,10 +551,19 @@ async fn missing_key_secret_sets_condition_emits_event_and_backs_off() {
     assert_eq!(err.metric_label(), "blocked");
     // Backoff grows per consecutive error of the same cluster.
     let c: Arc<Cluster> = Arc::new(serde_json::from_value(c0.clone()).unwrap());
-    assert_eq!(error_policy(c.clone(), &err, ctx.clone()), Action::requeue(Duration::from_secs(5)));
-    assert_eq!(error_policy(c.clone(), &err, ctx.clone()), Action::requeue(Duration::from_secs(10)));
+    assert_eq!(
+        error_policy(c.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        error_policy(c.clone(), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(10))
+    );
     api.expect_silence(Duration::from_millis(100)).await;
-    assert!(ctx.metrics.encode().contains(r#"eargate_reconcile_errors_total{error="blocked"} 1"#));
+    assert!(ctx
+        .metrics
+        .encode()
+        .contains(r#"eargate_reconcile_errors_total{error="blocked"} 1"#));
 
     // Still missing: the same condition is not written again; the Event repeats as a series.
     let c1 = cluster(
@@ -438,11 +611,22 @@ async fn invalid_key_material_is_reported_by_key_name_only() {
         "data": {"key": b64(short.as_bytes())}});
     let result = run_reconcile(&ctx, &c0, async {
         expect_observation(&mut api, &c0, None, Some(&bad), &dep, &pods(None)).await;
-        let status = check_status_write(api.expect(Method::PATCH, STATUS).await, "100", "101", &mut texts);
-        let cond = &status["status"]["conditions"][eargate_reconciler::plan::CONDITION_ENCRYPTION_RECONCILED];
+        let status = check_status_write(
+            api.expect(Method::PATCH, STATUS).await,
+            "100",
+            "101",
+            &mut texts,
+        );
+        let cond = &status["status"]["conditions"]
+            [eargate_reconciler::plan::CONDITION_ENCRYPTION_RECONCILED];
         assert_eq!(cond["reason"], "KeyInvalid");
         assert!(cond["message"].as_str().unwrap().contains("k1"), "{cond}");
-        check_event(api.expect(Method::POST, EVENTS).await, "Warning", "KeyInvalid", &mut texts);
+        check_event(
+            api.expect(Method::POST, EVENTS).await,
+            "Warning",
+            "KeyInvalid",
+            &mut texts,
+        );
     })
     .await;
     let err = result.unwrap_err();
@@ -452,7 +636,10 @@ async fn invalid_key_material_is_reported_by_key_name_only() {
         assert!(!text.contains("0123456789abcdef"), "key material in {text}");
     }
     let logs = logs.text();
-    assert!(!logs.contains(&short[..12]) && !logs.contains("0123456789abcdef"), "{logs}");
+    assert!(
+        !logs.contains(&short[..12]) && !logs.contains("0123456789abcdef"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
@@ -464,9 +651,11 @@ async fn status_conflict_is_an_error_and_nothing_else_is_written() {
     let result = run_reconcile(&ctx, &c0, async {
         expect_observation(&mut api, &c0, None, Some(&key_secret()), &dep, &pods(None)).await;
         // The Cluster changed after it was read: the plan made from it is refused.
-        api.expect(Method::PATCH, STATUS)
-            .await
-            .status_error(409, "Conflict", "the object has been modified");
+        api.expect(Method::PATCH, STATUS).await.status_error(
+            409,
+            "Conflict",
+            "the object has been modified",
+        );
     })
     .await;
     let err = result.unwrap_err();

@@ -19,7 +19,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A mock client and the verifier that plays the API server.
 pub fn mock_client() -> (Client, ApiServerVerifier) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), ApiServerVerifier { handle })
+    (
+        Client::new(service, "default"),
+        ApiServerVerifier { handle },
+    )
 }
 
 pub struct ApiServerVerifier {
@@ -55,7 +58,11 @@ impl ApiServerVerifier {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = request.into_body().collect_bytes().await.expect("request body");
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -87,7 +94,8 @@ impl ApiServerVerifier {
 
     /// Asserts that no further request arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(Some((request, _))) = tokio::time::timeout(wait, self.handle.next_request()).await {
+        if let Ok(Some((request, _))) = tokio::time::timeout(wait, self.handle.next_request()).await
+        {
             panic!("unexpected request {} {}", request.method(), request.uri());
         }
     }
