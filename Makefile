@@ -16,7 +16,7 @@ build:
 ## certs: development CA + serving certificate in certs/ (kept when present)
 certs: build
 	@if [ ! -f certs/tls.crt ] || [ ! -f certs/tls.key ] || [ ! -f certs/ca.crt ]; then \
-	  $(EARGATE) certs --out-dir certs --dns-name localhost --ip 127.0.0.1 \
+	  $(EARGATE) certs --force --out-dir certs --dns-name localhost --ip 127.0.0.1 \
 	    --dns-name eargate-webhook.eargate-system.svc; \
 	else echo "certs/: using the existing development certificates"; fi
 
@@ -55,6 +55,10 @@ fmt:
 ## bench: every benchmark (criterion), then the load benchmarks
 bench:
 	$(CARGO) bench --workspace
+
+## bench-webhook: eargate serve vs. a bare TLS endpoint (same stack, fixed reply): rotation UPDATE review, 32 keep-alive TLS connections, 20 s (wrk)
+bench-webhook:
+	CARGO=$(CARGO) bash scripts/bench-webhook.sh
 
 ## bench-reencrypt: eargate reencrypt vs. the API stand-in (20,000 objects, 1 ms/request): objects/s, peak RSS, kubectl-loop floor
 bench-reencrypt:
