@@ -212,7 +212,11 @@ pub fn validate(req: &Request<'_>) -> Decision {
     if let Some(old) = old {
         update_rules(new, old, &mut d);
     }
-    warnings(new, old, &mut d);
+    inline_warnings(new, &mut d);
+    // What an edit will set in motion is only worth saying when it is allowed.
+    if d.violations.is_empty() {
+        change_warnings(new, old, &mut d);
+    }
     d
 }
 
@@ -518,7 +522,20 @@ fn status_rules(req: &Request<'_>, new: &ClusterFacts, d: &mut Decision) {
 
 const BACKUP_NOTE: &str = "etcd backups taken in the next minutes may still hold older revisions until kube-apiserver compacts them (every 5 minutes)";
 
-fn warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
+/// Inline key material is readable by anyone who reads the Cluster (or its git repository).
+fn inline_warnings(new: &ClusterFacts, d: &mut Decision) {
+    for (i, key) in new.keys().iter().enumerate() {
+        if key.value.is_some() {
+            d.warnings.push(format!(
+                "{KEYS}[{i}].value: {} carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
+                who(i, key)
+            ));
+        }
+    }
+}
+
+/// Enabling, rotation, new secondaries, key removal and disabling: what will happen next.
+fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
     let Some(cfg) = new.config.as_ref() else {
         if let Some(o) = old.filter(|o| o.enabled()) {
             d.warnings.push(format!(
@@ -528,14 +545,6 @@ fn warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
         }
         return;
     };
-    for (i, key) in new.keys().iter().enumerate() {
-        if key.value.is_some() {
-            d.warnings.push(format!(
-                "{KEYS}[{i}].value: {} carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
-                who(i, key)
-            ));
-        }
-    }
     let was_enabled = old.is_some_and(|o| o.enabled());
     let primary = new
         .keys()

@@ -109,8 +109,8 @@ pub fn validate_resources(resources: &[String]) -> Vec<ResourceProblem> {
     // Pairwise: report each duplicate or overlap once, on the later entry.
     for j in 1..resources.len() {
         let b = parse_group_resource(&resources[j]);
-        for i in 0..j {
-            let a = parse_group_resource(&resources[i]);
+        for (i, earlier) in resources[..j].iter().enumerate() {
+            let a = parse_group_resource(earlier);
             let m = if a == b {
                 format!("duplicates resources[{i}]: {}", msg::DUPLICATE)
             } else if a == ("*", "*")

@@ -1,0 +1,184 @@
+//! Properties of the policy over generated edits:
+//! 1. any configuration the policy accepts renders an EncryptionConfiguration kube-apiserver loads;
+//! 2. any accepted UPDATE keeps the key named by `activeKey` unless the configuration is removed;
+//! 3. mutation output is accepted by the resource rules and its patch applies.
+
+mod common;
+
+use common::*;
+use eargate_policy::apiserver_config::{EncryptionConfig, Provider, ProviderKey, ResourceConfig};
+use eargate_policy::resources::validate_resources;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const RESOURCE_POOL: &[&str] = &[
+    "secrets",
+    "configmaps",
+    "deployments.apps",
+    "*.apps",
+    "*.",
+    "*.*",
+    "*",
+    "Secrets",
+    " secrets ",
+    "events",
+    "events.events.k8s.io",
+    "ingresses.extensions",
+    "secrets.*",
+    "serviceipallocations",
+    "",
+    "widgets.example.com",
+];
+const NAME_POOL: &[&str] = &["k1", "k2", "k3", "key-2024.01", "a:b", "", "k_4"];
+const VALUE_POOL: &[&str] = &[KEY_A, KEY_B, KEY_16, "not base64!", "QUJD"];
+
+fn key_strategy() -> impl Strategy<Value = Value> {
+    (
+        prop::sample::select(NAME_POOL),
+        0..4usize,
+        prop::sample::select(VALUE_POOL),
+    )
+        .prop_map(|(name, kind, value)| match kind {
+            0 => json!({"name": name, "value": value}),
+            1 => json!({"name": name, "secretRef": {"name": format!("s-{name}"), "key": "key"}}),
+            2 => json!({"name": name, "value": value, "secretRef": {"name": "s", "key": "key"}}),
+            _ => json!({"name": name, "secretRef": {"name": "", "key": "key"}}),
+        })
+}
+
+fn config_strategy() -> impl Strategy<Value = Option<Value>> {
+    prop::option::weighted(
+        0.9,
+        (
+            any::<bool>(),
+            prop::option::of(prop::collection::vec(
+                prop::sample::select(RESOURCE_POOL),
+                0..4,
+            )),
+            prop::option::of(prop::collection::vec(key_strategy(), 0..4)),
+        )
+            .prop_map(|(enabled, resources, keys)| {
+                let mut c = json!({"enabled": enabled});
+                if let Some(r) = resources {
+                    c["resources"] = json!(r);
+                }
+                if let Some(k) = keys {
+                    c["secretbox"] = json!({"keys": k});
+                }
+                c
+            }),
+    )
+}
+
+fn cluster(feature: bool, config: Option<Value>, status: Option<Value>) -> Value {
+    let mut c = with(
+        plain(),
+        &[("/spec/features/encryptionAtRest", json!(feature))],
+    );
+    if let Some(cfg) = config {
+        set(&mut c, "/spec/encryptionConfiguration", cfg);
+    }
+    if let Some(s) = status {
+        set(&mut c, "/status/encryption", s);
+    }
+    c
+}
+
+/// What the reconciler would render for an (already defaulted) enabled configuration.
+/// Keys given by secretRef get placeholder material of the right size: the Secret's
+/// content is checked by the reconciler when it reads it.
+fn render(object: &Value) -> EncryptionConfig {
+    let cfg = &object["spec"]["encryptionConfiguration"];
+    let resources: Vec<String> =
+        serde_json::from_value(cfg["resources"].clone()).unwrap_or_default();
+    let keys = cfg["secretbox"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| ProviderKey {
+            name: k["name"].as_str().unwrap().to_owned(),
+            secret: k["value"].as_str().unwrap_or(KEY_B).to_owned(),
+        })
+        .collect();
+    EncryptionConfig::new(vec![ResourceConfig {
+        resources,
+        providers: vec![Provider::secretbox(keys), Provider::identity()],
+    }])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn accepted_configurations_load_in_kube_apiserver(feature in any::<bool>(), config in config_strategy()) {
+        let new = cluster(feature, config, None);
+        let r = create(&new);
+        if r.allowed() {
+            let object = r.patched_object.clone().unwrap_or(new);
+            if object["spec"]["encryptionConfiguration"]["enabled"] == json!(true) {
+                let rendered = render(&object);
+                let problems = rendered.validate();
+                prop_assert!(problems.is_empty(), "accepted but kube-apiserver refuses: {:?}", problems);
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_updates_keep_the_active_key(
+        old_keys in prop::collection::vec(prop::sample::select(&["k1", "k2", "k3"][..]), 1..4),
+        new_keys in prop::collection::vec(prop::sample::select(&["k1", "k2", "k3", "k4"][..]), 0..4),
+        old_enabled in any::<bool>(),
+        new_enabled in any::<bool>(),
+        remove_config in prop::bool::weighted(0.15),
+        phase in prop::sample::select(&["Pending", "EncryptionNeeded", "Active", "Failed", "Weird"][..]),
+        active_index in 0..4usize,
+        has_status in prop::bool::weighted(0.85),
+    ) {
+        let keys = |names: &[&str]| -> Value {
+            let mut seen = Vec::new();
+            Value::from(names.iter().filter(|n| { let fresh = !seen.contains(*n); seen.push(**n); fresh }).map(|n| key_ref(n)).collect::<Vec<_>>())
+        };
+        let active_key = old_keys.get(active_index).map(|n| format!("secretbox/{n}")).unwrap_or_else(|| "identity".into());
+        let status_v = has_status.then(|| status(phase, &active_key));
+        let old = cluster(true, Some(json!({"enabled": old_enabled, "resources": ["secrets"], "secretbox": {"keys": keys(&old_keys)}})), status_v.clone());
+        let new_cfg = (!remove_config).then(|| json!({"enabled": new_enabled, "resources": ["secrets"], "secretbox": {"keys": keys(&new_keys)}}));
+        let new = cluster(true, new_cfg, status_v);
+        let r = update(&old, &new);
+        if r.allowed() && !remove_config {
+            if let Some(name) = active_key.strip_prefix("secretbox/") {
+                prop_assert!(new_keys.contains(&name), "accepted removal of the active key {}: {:?} -> {:?}", name, old_keys, new_keys);
+            }
+        }
+    }
+
+    #[test]
+    fn mutation_output_passes_resource_rules_and_patch_applies(
+        picks in prop::collection::vec((prop::sample::select(&["secrets", "configmaps", "deployments.apps", "widgets.example.com", "events", "leases.coordination.k8s.io"][..]), any::<bool>(), any::<bool>()), 0..6),
+        omit in prop::bool::weighted(0.2),
+    ) {
+        let resources: Vec<String> = picks
+            .iter()
+            .map(|(r, upper, pad)| {
+                let r = if *upper { r.to_uppercase() } else { r.to_string() };
+                if *pad { format!("  {r} ") } else { r }
+            })
+            .collect();
+        let mut cfg = json!({"enabled": true, "secretbox": {"keys": [key_ref("k1")]}});
+        if !omit {
+            cfg["resources"] = json!(resources);
+        }
+        let new = cluster(true, Some(cfg), None);
+        let r = create(&new);
+        prop_assert!(r.mutated.reviewed.summary.allowed);
+        let object = r.patched_object.clone().unwrap_or_else(|| new.clone());
+        let out: Vec<String> = serde_json::from_value(object["spec"]["encryptionConfiguration"]["resources"].clone()).unwrap();
+        prop_assert!(validate_resources(&out).is_empty(), "{:?} -> {:?}", resources, out);
+        // The patch touches nothing outside spec.encryptionConfiguration.
+        let mut outside_new = new.clone();
+        let mut outside_obj = object.clone();
+        remove(&mut outside_new, "/spec/encryptionConfiguration");
+        remove(&mut outside_obj, "/spec/encryptionConfiguration");
+        prop_assert_eq!(outside_new, outside_obj);
+        prop_assert!(r.allowed(), "{:?}", r.validated.message);
+    }
+}
