@@ -7,7 +7,8 @@
 # `kubectl` processes per object (`kubectl version --client`, no API call at all).
 #
 # Environment: OBJECTS (20000), LATENCY_MS (1), CONCURRENCY (16), PAGE_SIZE (500),
-# KUBECTL_SAMPLES (50 objects = 100 kubectl starts), KUBECTL (kubectl), CARGO (cargo).
+# KUBECTL_SAMPLES (50 objects = 100 kubectl starts), KUBECTL (kubectl), CARGO (cargo),
+# SKIP_BUILD=1 to use the release binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +26,11 @@ if [ ! -x "$TIME" ]; then
   exit 2
 fi
 
-echo "== building (release)" >&2
-$CARGO build --release --quiet --bin eargate
-$CARGO build --release --quiet -p eargate-reencrypt --example reencrypt-standin
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building (release)" >&2
+  $CARGO build --release --quiet --bin eargate
+  $CARGO build --release --quiet -p eargate-reencrypt --example reencrypt-standin
+fi
 target_dir=$($CARGO metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 target_dir=${target_dir:-target}
 
