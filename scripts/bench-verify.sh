@@ -26,7 +26,7 @@ etcd --name bench --data-dir "$work/data" --listen-client-urls "$endpoint" --adv
   --initial-cluster "bench=http://127.0.0.1:$pport" --quota-backend-bytes=$((4*1024*1024*1024)) \
   --logger=zap --log-level=error >"$work/etcd.log" 2>&1 &
 etcd_pid=$!
-trap 'kill $etcd_pid 2>/dev/null; wait $etcd_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do etcdctl --endpoints "$endpoint" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
 
 "$seed" "$endpoint" "$count" "$size" "$work/config.yaml"
@@ -54,3 +54,4 @@ printf 'ratio eargate/etcdctl: %.2f (target <= 1.5)\n' "$ratio"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$objects" -eq "$count" ] || { echo "bench-verify: expected $count objects, eargate saw $objects" >&2; exit 1; }
 if (( $(echo "$ratio > 1.5" | bc -l) )); then echo "bench-verify: SLOWER than target"; exit 1; fi
+echo "bench-verify: within target"
