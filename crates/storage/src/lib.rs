@@ -10,6 +10,6 @@ pub mod secretbox;
 pub mod verify;
 
 pub use classify::{Keyring, Outcome, OutcomeKind};
-pub use secretbox::SecretboxKey;
 /// The etcd client crate, re-exported so tests and callers use the same version.
 pub use etcd_client;
+pub use secretbox::SecretboxKey;
