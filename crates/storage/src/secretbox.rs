@@ -14,15 +14,6 @@ use crypto_secretbox::{Key, Nonce, Tag, XSalsa20Poly1305};
 
 use eargate_policy::names::{SECRETBOX_KEY_LEN, SECRETBOX_STORAGE_PREFIX};
 
-/// Go's `base64.StdEncoding` (what kube-apiserver decodes `secret` with): padding
-/// required, non-zero trailing bits accepted.
-const GO_STD_ENCODING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireCanonical)
-        .with_decode_allow_trailing_bits(true),
-);
-
 /// Nonce length of XSalsa20.
 pub const NONCE_LEN: usize = 24;
 /// Poly1305 tag length.
@@ -80,22 +71,16 @@ impl SecretboxKey {
     /// A key from the base64 `secret` of an EncryptionConfiguration entry (Go's
     /// `base64.StdEncoding`: standard alphabet with padding), which must decode to 32 bytes.
     pub fn from_base64(name: &str, secret: &str) -> Result<Self, KeyError> {
-        use base64::Engine as _;
-        // Go's decoder skips CR and LF; do the same so a wrapped secret reads the same.
-        let cleaned: String = secret
-            .chars()
-            .filter(|c| *c != '\r' && *c != '\n')
-            .collect();
-        let bytes = GO_STD_ENCODING
-            .decode(cleaned.as_bytes())
-            .map_err(|_| KeyError::Base64 {
+        use eargate_policy::keys::{decode_key, KeyError as DecodeError};
+        let material = decode_key(secret).map_err(|e| match e {
+            DecodeError::NotBase64 { .. } => KeyError::Base64 {
                 name: name.to_owned(),
-            })?;
-        let material: [u8; SECRETBOX_KEY_LEN] =
-            bytes.as_slice().try_into().map_err(|_| KeyError::Length {
+            },
+            DecodeError::WrongLength { decoded } => KeyError::Length {
                 name: name.to_owned(),
-                len: bytes.len(),
-            })?;
+                len: decoded,
+            },
+        })?;
         Ok(Self::new(name, &material))
     }
 
