@@ -411,7 +411,14 @@ pub async fn start(
     reviewer: Arc<dyn Reviewer>,
 ) -> Result<Running, ServeError> {
     let provider = tls::provider();
-    let pair = tls::load_pair(&config.tls_cert_file, &config.tls_key_file, &provider)?;
+    let (cert_pem, key_pem) = tls::read_files(&config.tls_cert_file, &config.tls_key_file)?;
+    let pair = tls::parse_pair(
+        &cert_pem,
+        &key_pem,
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        &provider,
+    )?;
     let metrics = Arc::new(Metrics::new());
     metrics.set_cert_expiry(pair.not_after);
     let store = Arc::new(CertStore::new(&pair));
@@ -443,6 +450,7 @@ pub async fn start(
         store.clone(),
         metrics.clone(),
         provider,
+        (cert_pem, key_pem),
     );
     background.push(tokio::spawn(reloader.run(config.cert_poll_interval)));
 

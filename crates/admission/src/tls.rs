@@ -106,7 +106,8 @@ pub fn load_pair(
     parse_pair(&cert, &key, cert_path, key_path, provider)
 }
 
-fn read_files(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+/// Reads both files (following symlinks).
+pub fn read_files(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|err| TlsError::Read {
             path: path.to_owned(),
@@ -193,15 +194,17 @@ pub struct CertReloader {
 }
 
 impl CertReloader {
-    /// `seen_cert`/`seen_key` are the contents of the pair already installed.
+    /// `installed` holds the file contents the store's pair was made from, so a change
+    /// between loading and the first poll is not missed.
     pub fn new(
         cert_path: PathBuf,
         key_path: PathBuf,
         store: Arc<CertStore>,
         metrics: Arc<Metrics>,
         provider: Arc<CryptoProvider>,
+        installed: (Vec<u8>, Vec<u8>),
     ) -> Self {
-        let seen = read_files(&cert_path, &key_path).ok();
+        let seen = Some(installed);
         CertReloader {
             cert_path,
             key_path,
@@ -269,17 +272,131 @@ impl CertReloader {
         loop {
             ticker.tick().await;
             // File reads are small but blocking; keep them off the async workers.
-            let (back, outcome) = match tokio::task::spawn_blocking(move || {
-                let outcome = self.poll();
-                (self, outcome)
+            match tokio::task::spawn_blocking(move || {
+                self.poll();
+                self
             })
             .await
             {
-                Ok(done) => done,
+                Ok(back) => self = back,
                 Err(_) => return,
-            };
-            self = back;
-            let _ = outcome;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_certs::{generate, Validity};
+
+    fn certs() -> crate::dev_certs::DevCerts {
+        generate(&["localhost".into()], &[], Validity::default()).unwrap()
+    }
+
+    #[test]
+    fn reloader_installs_good_pairs_and_refuses_broken_ones_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let (a, b) = (certs(), certs());
+        std::fs::write(&cert, &a.cert_pem).unwrap();
+        std::fs::write(&key, &a.key_pem).unwrap();
+        let provider = provider();
+        let installed = read_files(&cert, &key).unwrap();
+        let pair = parse_pair(&installed.0, &installed.1, &cert, &key, &provider).unwrap();
+        let store = Arc::new(CertStore::new(&pair));
+        let metrics = Arc::new(Metrics::new());
+        let mut reloader = CertReloader::new(
+            cert.clone(),
+            key.clone(),
+            store.clone(),
+            metrics.clone(),
+            provider.clone(),
+            installed,
+        );
+        let leaf = |p: &crate::dev_certs::DevCerts| {
+            CertificateDer::from_pem_slice(p.cert_pem.as_bytes()).unwrap()
+        };
+        assert_eq!(reloader.poll(), PollOutcome::Unchanged);
+
+        // B's certificate with A's key: refused, A stays, reported once.
+        std::fs::write(&cert, &b.cert_pem).unwrap();
+        let refused = reloader.poll();
+        assert!(
+            matches!(refused, PollOutcome::Refused(TlsError::KeyMismatch { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(reloader.poll(), PollOutcome::Unchanged);
+        assert_eq!(store.current_leaf().unwrap(), leaf(&a));
+
+        // A missing file (mid-swap) keeps the pair in use.
+        std::fs::remove_file(&key).unwrap();
+        assert_eq!(reloader.poll(), PollOutcome::Unchanged);
+
+        std::fs::write(&key, &b.key_pem).unwrap();
+        assert_eq!(reloader.poll(), PollOutcome::Reloaded);
+        assert_eq!(store.current_leaf().unwrap(), leaf(&b));
+
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            reloader.poll(),
+            PollOutcome::Refused(TlsError::NoKey(_))
+        ));
+        assert_eq!(store.current_leaf().unwrap(), leaf(&b));
+
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"eargate_tls_certificate_reloads_total{outcome="success"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eargate_tls_certificate_reloads_total{outcome="failure"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn errors_name_files_never_contents() {
+        let a = certs();
+        let p = provider();
+        let err = parse_pair(
+            a.key_pem.as_bytes(),
+            a.cert_pem.as_bytes(),
+            "c.pem".as_ref(),
+            "k.pem".as_ref(),
+            &p,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("c.pem"), "{text}");
+        let body: String = a
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(!text.contains(&body[..12]));
+    }
+
+    #[test]
+    fn server_config_offers_h2_then_http1_over_tls12_and_13() {
+        let a = certs();
+        let p = provider();
+        let pair = parse_pair(
+            a.cert_pem.as_bytes(),
+            a.key_pem.as_bytes(),
+            "c".as_ref(),
+            "k".as_ref(),
+            &p,
+        )
+        .unwrap();
+        let config = server_config(Arc::new(CertStore::new(&pair)), p).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 }
