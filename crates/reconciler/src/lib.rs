@@ -2,6 +2,7 @@
 pub mod job;
 pub mod phase;
 pub mod plan;
+pub mod preview;
 pub mod render;
 pub mod leader;
 pub mod metrics;

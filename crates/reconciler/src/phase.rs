@@ -10,7 +10,7 @@
 //! Each step returns early with the actions of one transition; the status or object it writes
 //! triggers the next reconcile. Every transition emits an Event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use eargate_policy::model::{ClusterCondition, ClusterEncryptionStatus, EncryptionPhase};
@@ -19,6 +19,7 @@ use eargate_policy::names;
 use crate::job;
 use crate::plan::{
     Action, EncryptionStatusChange, EventType, Observed, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_SPEC_HASH,
+    ANNOTATION_WRITERS,
     CONDITION_ENCRYPTION_RECONCILED,
 };
 use crate::render::{self, Previous, RenderInput, Writer};
@@ -194,10 +195,28 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
         out.condition(CONDITION_ENCRYPTION_RECONCILED, false, "KeyDrift", drift_msgs.join("; "));
     }
 
-    let annotations = |retry_seen: &str| {
+    // Writers since the last vouched state: every writer of every config rendered since then
+    // may have sealed data, so the status alone cannot tell that no rewrite is needed.
+    let vouched = render::status_vouches(&input);
+    let prev_writers: BTreeSet<String> = match rendered.and_then(|(r, _)| r.annotations.get(ANNOTATION_WRITERS)) {
+        Some(list) => list.split(',').filter(|w| !w.is_empty()).map(str::to_owned).collect(),
+        // Unknown history (no annotation): assume anything; a Job will settle it.
+        None => previous.iter().map(|p| p.writer.active_key()).chain(["unknown".to_owned()]).collect(),
+    };
+    let writers_after_write: BTreeSet<String> = {
+        let mut w: BTreeSet<String> = if vouched {
+            std::iter::once(data_state(status).0).chain(previous.iter().map(|p| p.writer.active_key())).collect()
+        } else {
+            prev_writers.iter().cloned().chain(previous.iter().map(|p| p.writer.active_key())).collect()
+        };
+        w.insert(next.writer.active_key());
+        w
+    };
+    let annotations = |retry_seen: &str, writers: &BTreeSet<String>| {
         BTreeMap::from([
             (ANNOTATION_SPEC_HASH.to_owned(), spec_hash.clone()),
             (ANNOTATION_RETRY_SEEN.to_owned(), retry_seen.to_owned()),
+            (ANNOTATION_WRITERS.to_owned(), writers.iter().cloned().collect::<Vec<_>>().join(",")),
         ])
     };
     let summary = format!(
@@ -219,7 +238,7 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
             out.status(EncryptionStatusChange::Set(with_phase(status, EncryptionPhase::Pending)));
             out.event(EventType::Normal, "Pending", format!("{} -> Pending: new encryption configuration {}", phase_name(phase), next.hash));
         }
-        out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&retry) });
+        out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&retry, &writers_after_write) });
         out.actions.push(Action::RollApiServer { hash: next.hash.clone(), started: o.now });
         out.event(EventType::Normal, "RolloutStarted", format!("rolling API server {:?} to encryption config {} ({summary})", s.apiserver_deployment, next.hash));
         return out.finish(Some(Action::RequeueAfter(s.poll_interval)));
@@ -228,8 +247,9 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     // Content is current. Keep the planner's memory on the Secret current (metadata only).
     let in_pending = phase == Some(EncryptionPhase::Pending) || status.is_none();
     let want_seen = if in_pending { retry.clone() } else { seen.clone() };
-    if prev_spec_hash != spec_hash || seen != want_seen {
-        out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&want_seen) });
+    let has_writers = rendered.is_some_and(|(r, _)| r.annotations.contains_key(ANNOTATION_WRITERS));
+    if prev_spec_hash != spec_hash || seen != want_seen || !has_writers {
+        out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&want_seen, &prev_writers) });
         // The Job name depends on this memory: decide the rest on a fresh observation.
         return out.finish(Some(Action::RequeueAfter(Duration::from_secs(1))));
     }
@@ -237,7 +257,8 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     // Stable and Active with nothing to change.
     let target = next.target();
     let current = data_state(status);
-    let target_reached = target.0 == current.0 && same_set(&target.1, &current.1);
+    let only_target_wrote = prev_writers.iter().all(|w| *w == target.0);
+    let target_reached = target.0 == current.0 && same_set(&target.1, &current.1) && (vouched || only_target_wrote);
     if phase == Some(EncryptionPhase::Active) && target_reached {
         if drift_msgs.is_empty() {
             out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Active", format!("config {} is active ({summary})", next.hash));

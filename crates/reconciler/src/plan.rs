@@ -40,6 +40,11 @@ pub const ANNOTATION_SPEC_HASH: &str = "eargate.k8c.io/spec-hash";
 /// Annotation on the rendered Secret: the value of [`names::ANNOTATION_RETRY`] the planner
 /// last acted upon. It is also the attempt token of the re-encryption Job's name.
 pub const ANNOTATION_RETRY_SEEN: &str = "eargate.k8c.io/retry-seen";
+/// Annotation on the rendered Secret: the writers (`activeKey` spellings, comma-separated) of
+/// every config rendered since the status last vouched for the data (phase `Active`). Data may
+/// be sealed by any of them, so a re-encryption Job is skipped only when this is just the
+/// target writer.
+pub const ANNOTATION_WRITERS: &str = "eargate.k8c.io/writers-since-active";
 /// Annotation on the API server Deployment: when the planner started the current rollout
 /// (RFC 3339). Durable, so a rollout timeout survives controller restarts.
 pub const ANNOTATION_ROLLOUT_STARTED: &str = "eargate.k8c.io/rollout-started";

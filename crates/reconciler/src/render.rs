@@ -409,10 +409,11 @@ fn resolve(key: &eargate_policy::model::SecretboxKey, secrets: &BTreeMap<String,
     })
 }
 
-/// kube-apiserver's validation of the rendered file: the resource rules, at least one
-/// provider, unique key names, names without `:`, and 32-byte secretbox keys.
+/// kube-apiserver's validation of the rendered file ([`EncryptionConfig::validate`]), plus
+/// what eargate renders by construction: secretbox keys that decode to exactly 32 bytes.
 pub fn check(config: &EncryptionConfig) -> Result<(), RenderError> {
-    let mut problems = Vec::new();
+    // kube-apiserver's rules as the policy crate implements them, then eargate's own.
+    let mut problems = config.validate();
     if config.resources.is_empty() {
         problems.push("resources: at least one entry is required".to_owned());
     }

@@ -262,7 +262,9 @@ fn controller_restart_in_every_phase_converges_without_duplicate_jobs() {
         assert_eq!(active_key(&w), "secretbox/key-3");
         let names: std::collections::BTreeSet<_> = w.jobs.keys().collect();
         assert_eq!(names.len(), w.jobs_created, "never two Jobs of the same name");
-        assert_eq!(w.jobs_created, 2, "one Job for enabling, one for the promotion");
+        // Enabling and the promotion each need one; adding the secondary while the enable is
+        // still unfinished may need one more (data of the unfinished attempt is rewritten).
+        assert!((2..=3).contains(&w.jobs_created), "jobs {}", w.jobs_created);
     }
 }
 

@@ -37,7 +37,7 @@ pub fn key_name(i: usize) -> String {
 
 /// Pool key `i`: even keys inline, odd keys by secretRef to Secret `key-<i>` data key `key`.
 pub fn spec_key(i: usize) -> SecretboxKey {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         SecretboxKey { name: key_name(i), value: Some(B64.encode(material(i))), secret_ref: None }
     } else {
         SecretboxKey {
@@ -242,11 +242,11 @@ impl World {
             }
             Action::CreateJob { job } => {
                 let name = job.metadata.name.clone().unwrap();
-                if !self.jobs.contains_key(&name) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.jobs.entry(name) {
                     let args = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
                     let i = args.iter().position(|a| a == "--resources").unwrap();
                     let resources = args[i + 1].split(',').map(str::to_owned).collect();
-                    self.jobs.insert(name, SimJob { resources, next: 0, state: JobState::Running });
+                    slot.insert(SimJob { resources, next: 0, state: JobState::Running });
                     self.jobs_created += 1;
                 }
             }
