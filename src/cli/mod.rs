@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
 pub mod crd;
 pub mod check;
 pub mod keygen;
-pub mod verify;
-pub mod reencrypt;
 pub mod reconcile;
+pub mod reencrypt;
+pub mod render;
+pub mod verify;
 pub mod certs;
 pub mod serve;
 
@@ -31,14 +32,16 @@ pub struct Cli {
 pub enum Command {
     /// Print a fresh secretbox key (base64 of 32 random bytes).
     Keygen(keygen::Args),
-    /// Read etcd and prove which objects (and older revisions) are sealed with which key.
-    Verify(verify::Args),
-    /// Rewrite every stored object of the given resources through the API (re-encrypt after key changes).
-    Reencrypt(reencrypt::Args),
     /// Run the reconciler: roll encryption at rest out on every Cluster's control plane.
     Reconcile(reconcile::Args),
     /// Try a Cluster edit offline: mutation then validation, exactly as the webhook runs them.
     Check(check::Args),
+    /// Print the EncryptionConfiguration the reconciler would write for a Cluster (keys REDACTED).
+    Render(render::Args),
+    /// Read etcd and prove which objects (and older revisions) are sealed with which key.
+    Verify(verify::Args),
+    /// Rewrite every stored object of the given resources through the API (re-encrypt after key changes).
+    Reencrypt(reencrypt::Args),
     /// Run the HTTPS admission server (POST /mutate, POST /validate) for kube-apiserver.
     Serve(serve::Args),
     /// Write a development CA and serving certificate (ca.crt, ca.key, tls.crt, tls.key).
@@ -51,10 +54,11 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
-        Command::Verify(args) => verify::run(args),
-        Command::Reencrypt(args) => reencrypt::run(args),
         Command::Reconcile(args) => reconcile::run(args),
         Command::Check(args) => check::run(args),
+        Command::Render(args) => render::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Reencrypt(args) => reencrypt::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Crd(args) => crd::run(args),
