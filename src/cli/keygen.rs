@@ -19,7 +19,9 @@ pub struct Args {
 /// Returns a new key: standard base64 (with padding) of 32 bytes from the OS RNG.
 pub fn generate_key() -> String {
     let mut key = [0u8; SECRETBOX_KEY_LEN];
-    rand::rngs::OsRng.try_fill_bytes(&mut key).expect("the OS random number generator failed");
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut key)
+        .expect("the OS random number generator failed");
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
@@ -49,7 +51,9 @@ mod tests {
         let a = generate_key();
         let b = generate_key();
         assert_ne!(a, b);
-        let raw = base64::engine::general_purpose::STANDARD.decode(&a).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&a)
+            .unwrap();
         assert_eq!(raw.len(), SECRETBOX_KEY_LEN);
     }
 }

@@ -8,21 +8,25 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod crd;
+pub mod certs;
 pub mod check;
+pub mod crd;
 pub mod keygen;
 pub mod reconcile;
 pub mod reencrypt;
 pub mod render;
-pub mod verify;
-pub mod certs;
 pub mod serve;
+pub mod verify;
 
 /// Exit code for bad input, usage and connection errors.
 pub const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "eargate", version, about = "Admission gate and reconciler for Kubernetes encryption at rest")]
+#[command(
+    name = "eargate",
+    version,
+    about = "Admission gate and reconciler for Kubernetes encryption at rest"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -74,5 +78,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 /// Builds the multi-threaded runtime used by the long-running and networked subcommands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

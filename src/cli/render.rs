@@ -44,11 +44,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let previous = match &args.previous {
         Some(path) => {
             let file = path.display().to_string();
-            Some((file.clone(), preview::parse_previous(&file, &read(path)?, &args.config_key)?))
+            Some((
+                file.clone(),
+                preview::parse_previous(&file, &read(path)?, &args.config_key)?,
+            ))
         }
         None => None,
     };
-    let result = preview::preview(&cluster, previous.as_ref().map(|(f, b)| (f.as_str(), b.as_slice())), &secrets)?;
+    let result = preview::preview(
+        &cluster,
+        previous.as_ref().map(|(f, b)| (f.as_str(), b.as_slice())),
+        &secrets,
+    )?;
     match result.yaml(args.show_keys) {
         Some(yaml) => {
             if let Some(r) = &result.rendered {

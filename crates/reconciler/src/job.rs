@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,7 +34,12 @@ pub const JOB_NAME_PREFIX: &str = "eargate-reencrypt-";
 /// The Job name for a config hash and attempt token (the retry value acted upon; empty for
 /// the first attempt). Stable across restarts; at most 63 characters.
 pub fn job_name(config_hash: &str, attempt: &str) -> String {
-    let short: String = config_hash.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect::<String>().to_lowercase();
+    let short: String = config_hash
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect::<String>()
+        .to_lowercase();
     if attempt.is_empty() {
         format!("{JOB_NAME_PREFIX}{short}")
     } else {
@@ -48,7 +53,11 @@ pub fn job_name(config_hash: &str, attempt: &str) -> String {
 pub fn job_name_for(rendered: &Rendered) -> Option<String> {
     let data = rendered.data.as_ref()?;
     let hash = crate::render::content_hash(data);
-    let attempt = rendered.annotations.get(ANNOTATION_RETRY_SEEN).map(String::as_str).unwrap_or_default();
+    let attempt = rendered
+        .annotations
+        .get(ANNOTATION_RETRY_SEEN)
+        .map(String::as_str)
+        .unwrap_or_default();
     Some(job_name(&hash, attempt))
 }
 
@@ -62,7 +71,10 @@ pub fn build_job(
     settings: &Settings,
 ) -> Job {
     let labels = BTreeMap::from([
-        (names::LABEL_MANAGED_BY.to_owned(), names::MANAGED_BY.to_owned()),
+        (
+            names::LABEL_MANAGED_BY.to_owned(),
+            names::MANAGED_BY.to_owned(),
+        ),
         (LABEL_JOB_CLUSTER.to_owned(), cluster.to_owned()),
         (LABEL_JOB_CONFIG_HASH.to_owned(), hash.to_owned()),
     ]);
@@ -91,8 +103,14 @@ pub fn build_job(
             privileged: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
             ..SecurityContext::default()
         }),
         resources: Some(ResourceRequirements {
@@ -100,7 +118,10 @@ pub fn build_job(
                 ("cpu".to_owned(), Quantity("50m".to_owned())),
                 ("memory".to_owned(), Quantity("64Mi".to_owned())),
             ])),
-            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".to_owned()))])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("256Mi".to_owned()),
+            )])),
             ..ResourceRequirements::default()
         }),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
@@ -118,7 +139,10 @@ pub fn build_job(
             ttl_seconds_after_finished: Some(settings.job_ttl_seconds_after_finished),
             active_deadline_seconds: Some(settings.job_active_deadline_seconds),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
                     automount_service_account_token: Some(false),
@@ -127,7 +151,10 @@ pub fn build_job(
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            localhost_profile: None,
+                        }),
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
@@ -171,11 +198,20 @@ mod tests {
     #[test]
     fn job_is_hardened_bounded_and_runs_reencrypt_with_mounted_kubeconfig() {
         let s = Settings::default();
-        let job = build_job("c1", "cluster-c1", "abcdef0123456789abcdef", "", &["secrets".into(), "configmaps".into()], &s);
+        let job = build_job(
+            "c1",
+            "cluster-c1",
+            "abcdef0123456789abcdef",
+            "",
+            &["secrets".into(), "configmaps".into()],
+            &s,
+        );
         assert_eq!(job.metadata.namespace.as_deref(), Some("cluster-c1"));
         let spec = job.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(3));
-        assert!(spec.ttl_seconds_after_finished.is_some() && spec.active_deadline_seconds.is_some());
+        assert!(
+            spec.ttl_seconds_after_finished.is_some() && spec.active_deadline_seconds.is_some()
+        );
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.automount_service_account_token, Some(false));
@@ -198,7 +234,13 @@ mod tests {
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
         let vol = &pod.volumes.unwrap()[0];
-        assert_eq!(vol.secret.as_ref().unwrap().secret_name.as_deref(), Some("admin-kubeconfig"));
-        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, KUBECONFIG_MOUNT_DIR);
+        assert_eq!(
+            vol.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("admin-kubeconfig")
+        );
+        assert_eq!(
+            c.volume_mounts.as_ref().unwrap()[0].mount_path,
+            KUBECONFIG_MOUNT_DIR
+        );
     }
 }

@@ -18,9 +18,8 @@ use eargate_policy::names;
 
 use crate::job;
 use crate::plan::{
-    Action, EncryptionStatusChange, EventType, Observed, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_SPEC_HASH,
-    ANNOTATION_WRITERS,
-    CONDITION_ENCRYPTION_RECONCILED,
+    Action, EncryptionStatusChange, EventType, Observed, Settings, ANNOTATION_RETRY_SEEN,
+    ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS, CONDITION_ENCRYPTION_RECONCILED,
 };
 use crate::render::{self, Previous, RenderInput, Writer};
 
@@ -33,14 +32,27 @@ struct Out<'a> {
 
 impl<'a> Out<'a> {
     fn event(&mut self, type_: EventType, reason: &str, note: String) {
-        self.actions.push(Action::Event { type_, reason: reason.to_owned(), note });
+        self.actions.push(Action::Event {
+            type_,
+            reason: reason.to_owned(),
+            note,
+        });
     }
 
     /// Queues a condition write, unless the Cluster already says exactly that.
     fn condition(&mut self, type_: &str, status: bool, reason: &str, message: String) {
         let status = if status { "True" } else { "False" };
-        let existing = self.o.cluster.status.as_ref().and_then(|s| s.conditions.get(type_));
-        if existing.is_some_and(|c| c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message)) {
+        let existing = self
+            .o
+            .cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.get(type_));
+        if existing.is_some_and(|c| {
+            c.status == status
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(&message)
+        }) {
             return;
         }
         let transition = match existing {
@@ -66,7 +78,10 @@ impl<'a> Out<'a> {
         if encryption == EncryptionStatusChange::Keep && conditions.is_empty() {
             return;
         }
-        self.actions.push(Action::PatchStatus { encryption, conditions });
+        self.actions.push(Action::PatchStatus {
+            encryption,
+            conditions,
+        });
     }
 
     fn finish(mut self, tail: Option<Action>) -> Vec<Action> {
@@ -80,8 +95,13 @@ impl<'a> Out<'a> {
 /// everything is plaintext.
 fn data_state(status: Option<&ClusterEncryptionStatus>) -> (String, Vec<String>) {
     match status {
-        Some(s) if !s.active_key.is_empty() => (s.active_key.clone(), s.encrypted_resources.clone()),
-        Some(s) => (names::ACTIVE_KEY_IDENTITY.to_owned(), s.encrypted_resources.clone()),
+        Some(s) if !s.active_key.is_empty() => {
+            (s.active_key.clone(), s.encrypted_resources.clone())
+        }
+        Some(s) => (
+            names::ACTIVE_KEY_IDENTITY.to_owned(),
+            s.encrypted_resources.clone(),
+        ),
         None => (names::ACTIVE_KEY_IDENTITY.to_owned(), Vec::new()),
     }
 }
@@ -96,18 +116,33 @@ fn same_set(a: &[String], b: &[String]) -> bool {
     a == b
 }
 
-fn with_phase(status: Option<&ClusterEncryptionStatus>, phase: EncryptionPhase) -> ClusterEncryptionStatus {
+fn with_phase(
+    status: Option<&ClusterEncryptionStatus>,
+    phase: EncryptionPhase,
+) -> ClusterEncryptionStatus {
     let (active_key, encrypted_resources) = data_state(status);
-    ClusterEncryptionStatus { phase: Some(phase), active_key, encrypted_resources }
+    ClusterEncryptionStatus {
+        phase: Some(phase),
+        active_key,
+        encrypted_resources,
+    }
 }
 
 /// See [`crate::plan::plan`].
 pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
-    let mut out = Out { o, actions: Vec::new(), conditions: BTreeMap::new() };
+    let mut out = Out {
+        o,
+        actions: Vec::new(),
+        conditions: BTreeMap::new(),
+    };
     let cluster_name = o.cluster.metadata.name.clone().unwrap_or_default();
     let spec = o.cluster.spec.encryption_configuration.as_ref();
     let enabled = spec.is_some_and(|c| c.enabled);
-    let status = o.cluster.status.as_ref().and_then(|st| st.encryption.as_ref());
+    let status = o
+        .cluster
+        .status
+        .as_ref()
+        .and_then(|st| st.encryption.as_ref());
     let phase = status.and_then(|st| st.phase);
     let initialized = o
         .cluster
@@ -122,20 +157,36 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     }
 
     // The previous config, if eargate can read it.
-    let rendered = o.rendered.as_ref().and_then(|r| r.data.as_ref().map(|d| (r, d)));
+    let rendered = o
+        .rendered
+        .as_ref()
+        .and_then(|r| r.data.as_ref().map(|d| (r, d)));
     let previous = match rendered.map(|(_, d)| Previous::parse(d)).transpose() {
         Ok(p) => p,
         Err(e) => return blocked(out, &e.to_string(), e.reason(), s),
     };
     let prev_hash = rendered.map(|(_, d)| render::content_hash(d));
-    let annotation = |k: &str| rendered.and_then(|(r, _)| r.annotations.get(k).cloned()).unwrap_or_default();
+    let annotation = |k: &str| {
+        rendered
+            .and_then(|(r, _)| r.annotations.get(k).cloned())
+            .unwrap_or_default()
+    };
     let seen = annotation(ANNOTATION_RETRY_SEEN);
     let prev_spec_hash = annotation(ANNOTATION_SPEC_HASH);
-    let retry = o.cluster.metadata.annotations.as_ref().and_then(|a| a.get(names::ANNOTATION_RETRY).cloned()).unwrap_or_default();
+    let retry = o
+        .cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::ANNOTATION_RETRY).cloned())
+        .unwrap_or_default();
     let spec_hash = render::spec_hash(spec);
 
     let Some(rollout) = o.rollout.as_ref() else {
-        let msg = format!("API server Deployment {:?} not found in namespace {:?}", s.apiserver_deployment, o.namespace);
+        let msg = format!(
+            "API server Deployment {:?} not found in namespace {:?}",
+            s.apiserver_deployment, o.namespace
+        );
         return blocked(out, &msg, "ApiServerMissing", s);
     };
 
@@ -146,14 +197,36 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
         if !(spec_changed || retried) {
             return Vec::new();
         }
-        let why = if retried { format!("retry annotation {} set to a new value", names::ANNOTATION_RETRY) } else { "the encryption spec changed".to_owned() };
+        let why = if retried {
+            format!(
+                "retry annotation {} set to a new value",
+                names::ANNOTATION_RETRY
+            )
+        } else {
+            "the encryption spec changed".to_owned()
+        };
         // Restart the rollout clock first: a crash after it still recovers next time.
         if let Some(h) = &prev_hash {
-            out.actions.push(Action::RollApiServer { hash: h.clone(), started: o.now });
+            out.actions.push(Action::RollApiServer {
+                hash: h.clone(),
+                started: o.now,
+            });
         }
-        out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Retrying", format!("starting again from Pending: {why}"));
-        out.status(EncryptionStatusChange::Set(with_phase(status, EncryptionPhase::Pending)));
-        out.event(EventType::Normal, "Pending", format!("Failed -> Pending: {why}; keys of the failed attempt stay configured"));
+        out.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            true,
+            "Retrying",
+            format!("starting again from Pending: {why}"),
+        );
+        out.status(EncryptionStatusChange::Set(with_phase(
+            status,
+            EncryptionPhase::Pending,
+        )));
+        out.event(
+            EventType::Normal,
+            "Pending",
+            format!("Failed -> Pending: {why}; keys of the failed attempt stay configured"),
+        );
         return out.finish(Some(Action::RequeueAfter(s.poll_interval)));
     }
 
@@ -173,18 +246,39 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
         Ok(Some(n)) => n,
         Ok(None) => {
             // No resource needs any provider any more: fully plaintext.
-            out.condition(names::CONDITION_ENCRYPTION_INITIALIZED, false, "EncryptionRemoved", "no encryption configured and no encrypted data left".to_owned());
-            out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Decrypted", "nothing is encrypted".to_owned());
-            let change = if status.is_some() { EncryptionStatusChange::Clear } else { EncryptionStatusChange::Keep };
+            out.condition(
+                names::CONDITION_ENCRYPTION_INITIALIZED,
+                false,
+                "EncryptionRemoved",
+                "no encryption configured and no encrypted data left".to_owned(),
+            );
+            out.condition(
+                CONDITION_ENCRYPTION_RECONCILED,
+                true,
+                "Decrypted",
+                "nothing is encrypted".to_owned(),
+            );
+            let change = if status.is_some() {
+                EncryptionStatusChange::Clear
+            } else {
+                EncryptionStatusChange::Keep
+            };
             out.status(change);
-            out.event(EventType::Normal, "EncryptionRemoved", "no encryption configured and nothing to decrypt: status.encryption cleared".to_owned());
+            out.event(
+                EventType::Normal,
+                "EncryptionRemoved",
+                "no encryption configured and nothing to decrypt: status.encryption cleared"
+                    .to_owned(),
+            );
             return out.finish(None);
         }
         Err(e) => return blocked(out, &e.to_string(), e.reason(), s),
     };
     let mut drift_msgs = Vec::new();
     for key in &next.drift {
-        out.actions.push(Action::ReportDrift { key_name: key.clone() });
+        out.actions.push(Action::ReportDrift {
+            key_name: key.clone(),
+        });
         let msg = format!(
             "key {key:?}: the referenced Secret's content differs from the material already rendered under this name; the rendered material is kept (material under a name never changes: add a key with a new name to rotate)"
         );
@@ -192,22 +286,42 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
         drift_msgs.push(msg);
     }
     if !drift_msgs.is_empty() {
-        out.condition(CONDITION_ENCRYPTION_RECONCILED, false, "KeyDrift", drift_msgs.join("; "));
+        out.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            false,
+            "KeyDrift",
+            drift_msgs.join("; "),
+        );
     }
 
     // Writers since the last vouched state: every writer of every config rendered since then
     // may have sealed data, so the status alone cannot tell that no rewrite is needed.
     let vouched = render::status_vouches(&input);
-    let prev_writers: BTreeSet<String> = match rendered.and_then(|(r, _)| r.annotations.get(ANNOTATION_WRITERS)) {
-        Some(list) => list.split(',').filter(|w| !w.is_empty()).map(str::to_owned).collect(),
-        // Unknown history (no annotation): assume anything; a Job will settle it.
-        None => previous.iter().map(|p| p.writer.active_key()).chain(["unknown".to_owned()]).collect(),
-    };
+    let prev_writers: BTreeSet<String> =
+        match rendered.and_then(|(r, _)| r.annotations.get(ANNOTATION_WRITERS)) {
+            Some(list) => list
+                .split(',')
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            // Unknown history (no annotation): assume anything; a Job will settle it.
+            None => previous
+                .iter()
+                .map(|p| p.writer.active_key())
+                .chain(["unknown".to_owned()])
+                .collect(),
+        };
     let writers_after_write: BTreeSet<String> = {
         let mut w: BTreeSet<String> = if vouched {
-            std::iter::once(data_state(status).0).chain(previous.iter().map(|p| p.writer.active_key())).collect()
+            std::iter::once(data_state(status).0)
+                .chain(previous.iter().map(|p| p.writer.active_key()))
+                .collect()
         } else {
-            prev_writers.iter().cloned().chain(previous.iter().map(|p| p.writer.active_key())).collect()
+            prev_writers
+                .iter()
+                .cloned()
+                .chain(previous.iter().map(|p| p.writer.active_key()))
+                .collect()
         };
         w.insert(next.writer.active_key());
         w
@@ -216,7 +330,10 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
         BTreeMap::from([
             (ANNOTATION_SPEC_HASH.to_owned(), spec_hash.clone()),
             (ANNOTATION_RETRY_SEEN.to_owned(), retry_seen.to_owned()),
-            (ANNOTATION_WRITERS.to_owned(), writers.iter().cloned().collect::<Vec<_>>().join(",")),
+            (
+                ANNOTATION_WRITERS.to_owned(),
+                writers.iter().cloned().collect::<Vec<_>>().join(","),
+            ),
         ])
     };
     let summary = format!(
@@ -230,26 +347,69 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     if prev_hash.as_deref() != Some(next.hash.as_str()) {
         if phase != Some(EncryptionPhase::Pending) {
             if !initialized {
-                out.condition(names::CONDITION_ENCRYPTION_INITIALIZED, true, "Pending", "encryption at rest is being configured".to_owned());
+                out.condition(
+                    names::CONDITION_ENCRYPTION_INITIALIZED,
+                    true,
+                    "Pending",
+                    "encryption at rest is being configured".to_owned(),
+                );
             }
             if drift_msgs.is_empty() {
-                out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Pending", format!("rolling out config {}", next.hash));
+                out.condition(
+                    CONDITION_ENCRYPTION_RECONCILED,
+                    true,
+                    "Pending",
+                    format!("rolling out config {}", next.hash),
+                );
             }
-            out.status(EncryptionStatusChange::Set(with_phase(status, EncryptionPhase::Pending)));
-            out.event(EventType::Normal, "Pending", format!("{} -> Pending: new encryption configuration {}", phase_name(phase), next.hash));
+            out.status(EncryptionStatusChange::Set(with_phase(
+                status,
+                EncryptionPhase::Pending,
+            )));
+            out.event(
+                EventType::Normal,
+                "Pending",
+                format!(
+                    "{} -> Pending: new encryption configuration {}",
+                    phase_name(phase),
+                    next.hash
+                ),
+            );
         }
-        out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&retry, &writers_after_write) });
-        out.actions.push(Action::RollApiServer { hash: next.hash.clone(), started: o.now });
-        out.event(EventType::Normal, "RolloutStarted", format!("rolling API server {:?} to encryption config {} ({summary})", s.apiserver_deployment, next.hash));
+        out.actions.push(Action::WriteConfigSecret {
+            yaml: next.yaml.clone(),
+            hash: next.hash.clone(),
+            annotations: annotations(&retry, &writers_after_write),
+        });
+        out.actions.push(Action::RollApiServer {
+            hash: next.hash.clone(),
+            started: o.now,
+        });
+        out.event(
+            EventType::Normal,
+            "RolloutStarted",
+            format!(
+                "rolling API server {:?} to encryption config {} ({summary})",
+                s.apiserver_deployment, next.hash
+            ),
+        );
         return out.finish(Some(Action::RequeueAfter(s.poll_interval)));
     }
 
     // Content is current. Keep the planner's memory on the Secret current (metadata only).
     let in_pending = phase == Some(EncryptionPhase::Pending) || status.is_none();
-    let want_seen = if in_pending { retry.clone() } else { seen.clone() };
+    let want_seen = if in_pending {
+        retry.clone()
+    } else {
+        seen.clone()
+    };
     let has_writers = rendered.is_some_and(|(r, _)| r.annotations.contains_key(ANNOTATION_WRITERS));
     if prev_spec_hash != spec_hash || seen != want_seen || !has_writers {
-        out.actions.push(Action::WriteConfigSecret { yaml: next.yaml.clone(), hash: next.hash.clone(), annotations: annotations(&want_seen, &prev_writers) });
+        out.actions.push(Action::WriteConfigSecret {
+            yaml: next.yaml.clone(),
+            hash: next.hash.clone(),
+            annotations: annotations(&want_seen, &prev_writers),
+        });
         // The Job name depends on this memory: decide the rest on a fresh observation.
         return out.finish(Some(Action::RequeueAfter(Duration::from_secs(1))));
     }
@@ -258,10 +418,16 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     let target = next.target();
     let current = data_state(status);
     let only_target_wrote = prev_writers.iter().all(|w| *w == target.0);
-    let target_reached = target.0 == current.0 && same_set(&target.1, &current.1) && (vouched || only_target_wrote);
+    let target_reached =
+        target.0 == current.0 && same_set(&target.1, &current.1) && (vouched || only_target_wrote);
     if phase == Some(EncryptionPhase::Active) && target_reached {
         if drift_msgs.is_empty() {
-            out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Active", format!("config {} is active ({summary})", next.hash));
+            out.condition(
+                CONDITION_ENCRYPTION_RECONCILED,
+                true,
+                "Active",
+                format!("config {} is active ({summary})", next.hash),
+            );
         }
         return out.finish(None);
     }
@@ -269,13 +435,26 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
     // 2. The API server must run this config everywhere before anything is promoted.
     let started = rollout.started;
     if rollout.template_hash.as_deref() != Some(next.hash.as_str()) || started.is_none() {
-        out.actions.push(Action::RollApiServer { hash: next.hash.clone(), started: o.now });
-        out.event(EventType::Normal, "RolloutStarted", format!("rolling API server {:?} to encryption config {}", s.apiserver_deployment, next.hash));
+        out.actions.push(Action::RollApiServer {
+            hash: next.hash.clone(),
+            started: o.now,
+        });
+        out.event(
+            EventType::Normal,
+            "RolloutStarted",
+            format!(
+                "rolling API server {:?} to encryption config {}",
+                s.apiserver_deployment, next.hash
+            ),
+        );
         return out.finish(Some(Action::RequeueAfter(s.poll_interval)));
     }
     let waiting_ok = phase == Some(EncryptionPhase::EncryptionNeeded);
     if !rollout.complete_for(&next.hash) && !waiting_ok {
-        let elapsed = started.map(|t| o.now.duration_since(t)).and_then(|d| Duration::try_from(d).ok()).unwrap_or_default();
+        let elapsed = started
+            .map(|t| o.now.duration_since(t))
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or_default();
         if elapsed > s.rollout_timeout {
             let msg = format!(
                 "API server rollout to config {} did not finish within {}s ({} of {} replicas updated, {} available, {} ready, {} pods in total)",
@@ -294,33 +473,87 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
 
     // 3. Rolled out everywhere. Nothing to rewrite: done.
     if target_reached {
-        return done(out, status, phase, enabled, &next, &summary, drift_msgs.is_empty());
+        return done(
+            out,
+            status,
+            phase,
+            enabled,
+            &next,
+            &summary,
+            drift_msgs.is_empty(),
+        );
     }
 
     // 4. Stored data must be rewritten with the new writer.
     if phase != Some(EncryptionPhase::EncryptionNeeded) {
         if drift_msgs.is_empty() {
-            out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "EncryptionNeeded", format!("re-encrypting for config {}", next.hash));
+            out.condition(
+                CONDITION_ENCRYPTION_RECONCILED,
+                true,
+                "EncryptionNeeded",
+                format!("re-encrypting for config {}", next.hash),
+            );
         }
-        out.status(EncryptionStatusChange::Set(with_phase(status, EncryptionPhase::EncryptionNeeded)));
+        out.status(EncryptionStatusChange::Set(with_phase(
+            status,
+            EncryptionPhase::EncryptionNeeded,
+        )));
         out.event(
             EventType::Normal,
             "EncryptionNeeded",
-            format!("{} -> EncryptionNeeded: stored data moves from {} to {}", phase_name(phase), current.0, target.0),
+            format!(
+                "{} -> EncryptionNeeded: stored data moves from {} to {}",
+                phase_name(phase),
+                current.0,
+                target.0
+            ),
         );
     }
     let job_name = job::job_name(&next.hash, &want_seen);
     match &o.job {
         None => {
-            let j = job::build_job(&cluster_name, &o.namespace, &next.hash, &want_seen, next.resources(), s);
+            let j = job::build_job(
+                &cluster_name,
+                &o.namespace,
+                &next.hash,
+                &want_seen,
+                next.resources(),
+                s,
+            );
             out.actions.push(Action::CreateJob { job: Box::new(j) });
-            out.event(EventType::Normal, "ReencryptionStarted", format!("Job {job_name} re-encrypts [{}] with {}", next.resources().join(", "), target.0));
+            out.event(
+                EventType::Normal,
+                "ReencryptionStarted",
+                format!(
+                    "Job {job_name} re-encrypts [{}] with {}",
+                    next.resources().join(", "),
+                    target.0
+                ),
+            );
             out.finish(Some(Action::RequeueAfter(s.poll_interval)))
         }
-        Some(crate::plan::JobState::Running) => out.finish(Some(Action::RequeueAfter(s.poll_interval))),
+        Some(crate::plan::JobState::Running) => {
+            out.finish(Some(Action::RequeueAfter(s.poll_interval)))
+        }
         Some(crate::plan::JobState::Succeeded) => {
-            out.event(EventType::Normal, "ReencryptionSucceeded", format!("Job {job_name} rewrote [{}] with {}", next.resources().join(", "), target.0));
-            done(out, status, phase, enabled, &next, &summary, drift_msgs.is_empty())
+            out.event(
+                EventType::Normal,
+                "ReencryptionSucceeded",
+                format!(
+                    "Job {job_name} rewrote [{}] with {}",
+                    next.resources().join(", "),
+                    target.0
+                ),
+            );
+            done(
+                out,
+                status,
+                phase,
+                enabled,
+                &next,
+                &summary,
+                drift_msgs.is_empty(),
+            )
         }
         Some(crate::plan::JobState::Failed { reason }) => {
             let msg = format!("re-encryption Job {job_name} failed: {reason}; set annotation {}=<new value> or change the spec to retry", names::ANNOTATION_RETRY);
@@ -345,42 +578,96 @@ fn done(
         if status.is_none() {
             return out.finish(None);
         }
-        out.condition(names::CONDITION_ENCRYPTION_INITIALIZED, false, "Decrypted", "all data is stored in plaintext; encryption is disabled".to_owned());
+        out.condition(
+            names::CONDITION_ENCRYPTION_INITIALIZED,
+            false,
+            "Decrypted",
+            "all data is stored in plaintext; encryption is disabled".to_owned(),
+        );
         if set_condition {
-            out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Decrypted", format!("config {hash} stores plaintext ({summary})"));
+            out.condition(
+                CONDITION_ENCRYPTION_RECONCILED,
+                true,
+                "Decrypted",
+                format!("config {hash} stores plaintext ({summary})"),
+            );
         }
         out.status(EncryptionStatusChange::Clear);
-        out.event(EventType::Normal, "Decrypted", format!("{} -> (none): all data decrypted, status.encryption cleared", phase_name(phase)));
+        out.event(
+            EventType::Normal,
+            "Decrypted",
+            format!(
+                "{} -> (none): all data decrypted, status.encryption cleared",
+                phase_name(phase)
+            ),
+        );
         return out.finish(None);
     }
     let (active_key, encrypted_resources) = next.target();
     if set_condition {
-        out.condition(CONDITION_ENCRYPTION_RECONCILED, true, "Active", format!("config {hash} is active ({summary})"));
+        out.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            true,
+            "Active",
+            format!("config {hash} is active ({summary})"),
+        );
     }
-    out.condition(names::CONDITION_ENCRYPTION_INITIALIZED, true, "Active", "encryption at rest is configured".to_owned());
+    out.condition(
+        names::CONDITION_ENCRYPTION_INITIALIZED,
+        true,
+        "Active",
+        "encryption at rest is configured".to_owned(),
+    );
     out.status(EncryptionStatusChange::Set(ClusterEncryptionStatus {
         phase: Some(EncryptionPhase::Active),
         active_key: active_key.clone(),
         encrypted_resources,
     }));
-    out.event(EventType::Normal, "Active", format!("{} -> Active: stored data uses {active_key} ({summary})", phase_name(phase)));
+    out.event(
+        EventType::Normal,
+        "Active",
+        format!(
+            "{} -> Active: stored data uses {active_key} ({summary})",
+            phase_name(phase)
+        ),
+    );
     out.finish(None)
 }
 
 /// `Failed` with a reason in the condition and a Warning Event.
-fn failed(mut out: Out<'_>, status: Option<&ClusterEncryptionStatus>, phase: Option<EncryptionPhase>, reason: &str, msg: String) -> Vec<Action> {
+fn failed(
+    mut out: Out<'_>,
+    status: Option<&ClusterEncryptionStatus>,
+    phase: Option<EncryptionPhase>,
+    reason: &str,
+    msg: String,
+) -> Vec<Action> {
     out.condition(CONDITION_ENCRYPTION_RECONCILED, false, reason, msg.clone());
-    out.status(EncryptionStatusChange::Set(with_phase(status, EncryptionPhase::Failed)));
-    out.event(EventType::Warning, "Failed", format!("{} -> Failed ({reason}): {msg}", phase_name(phase)));
+    out.status(EncryptionStatusChange::Set(with_phase(
+        status,
+        EncryptionPhase::Failed,
+    )));
+    out.event(
+        EventType::Warning,
+        "Failed",
+        format!("{} -> Failed ({reason}): {msg}", phase_name(phase)),
+    );
     out.finish(None)
 }
 
 /// A problem outside the planner's reach: condition, Warning Event, retry with backoff.
 fn blocked(mut out: Out<'_>, msg: &str, reason: &str, _s: &Settings) -> Vec<Action> {
-    out.condition(CONDITION_ENCRYPTION_RECONCILED, false, reason, msg.to_owned());
+    out.condition(
+        CONDITION_ENCRYPTION_RECONCILED,
+        false,
+        reason,
+        msg.to_owned(),
+    );
     out.status(EncryptionStatusChange::Keep);
     out.event(EventType::Warning, reason, msg.to_owned());
-    out.finish(Some(Action::Backoff { reason: reason.to_owned() }))
+    out.finish(Some(Action::Backoff {
+        reason: reason.to_owned(),
+    }))
 }
 
 fn phase_name(p: Option<EncryptionPhase>) -> &'static str {

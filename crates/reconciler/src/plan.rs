@@ -114,7 +114,13 @@ pub struct Rendered {
 impl std::fmt::Debug for Rendered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rendered")
-            .field("data", &self.data.as_ref().map(|d| format!("<{} bytes redacted>", d.len())))
+            .field(
+                "data",
+                &self
+                    .data
+                    .as_ref()
+                    .map(|d| format!("<{} bytes redacted>", d.len())),
+            )
             .field("labels", &self.labels)
             .field("annotations", &self.annotations)
             .finish()
@@ -134,7 +140,10 @@ impl std::fmt::Debug for KeySecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Missing => f.write_str("Missing"),
-            Self::Data(d) => f.debug_tuple("Data").field(&d.keys().collect::<Vec<_>>()).finish(),
+            Self::Data(d) => f
+                .debug_tuple("Data")
+                .field(&d.keys().collect::<Vec<_>>())
+                .finish(),
         }
     }
 }
@@ -214,7 +223,9 @@ impl Observed {
             .and_then(|s| s.namespace_name.clone())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| {
-                names::default_control_plane_namespace(cluster.metadata.name.as_deref().unwrap_or_default())
+                names::default_control_plane_namespace(
+                    cluster.metadata.name.as_deref().unwrap_or_default(),
+                )
             })
     }
 }

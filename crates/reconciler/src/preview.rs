@@ -28,13 +28,20 @@ pub enum PreviewError {
 }
 
 fn input(file: &str, message: impl Into<String>) -> PreviewError {
-    PreviewError::Input { file: file.to_owned(), message: message.into() }
+    PreviewError::Input {
+        file: file.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// Location of a YAML/JSON error, without any of the offending text.
 fn where_(e: &serde_yaml::Error) -> String {
     match e.location() {
-        Some(l) => format!("invalid YAML/JSON at line {} column {}", l.line(), l.column()),
+        Some(l) => format!(
+            "invalid YAML/JSON at line {} column {}",
+            l.line(),
+            l.column()
+        ),
         None => "invalid YAML/JSON".to_owned(),
     }
 }
@@ -68,7 +75,12 @@ fn documents(file: &str, text: &str) -> Result<Vec<Value>, PreviewError> {
         match v {
             Value::Null => {}
             Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("List") => {
-                docs.extend(o.get("items").and_then(Value::as_array).cloned().unwrap_or_default());
+                docs.extend(
+                    o.get("items")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
             }
             other => docs.push(other),
         }
@@ -80,25 +92,45 @@ fn documents(file: &str, text: &str) -> Result<Vec<Value>, PreviewError> {
 pub fn parse_cluster(file: &str, text: &str) -> Result<Cluster, PreviewError> {
     let docs = documents(file, text)?;
     let [doc] = docs.as_slice() else {
-        return Err(input(file, format!("expected exactly one Cluster, found {} documents", docs.len())));
+        return Err(input(
+            file,
+            format!(
+                "expected exactly one Cluster, found {} documents",
+                docs.len()
+            ),
+        ));
     };
     if doc.get("kind").and_then(Value::as_str) != Some(names::CLUSTER_KIND) {
         return Err(input(file, "not a Cluster (kind must be Cluster)"));
     }
-    serde_json::from_value(doc.clone()).map_err(|e| input(file, format!("not a valid Cluster: {}", scrub(&e.to_string()))))
+    serde_json::from_value(doc.clone()).map_err(|e| {
+        input(
+            file,
+            format!("not a valid Cluster: {}", scrub(&e.to_string())),
+        )
+    })
 }
 
 /// Parses Secret manifests into the referenced-Secret map (by Secret name).
-pub fn parse_secrets(file: &str, text: &str, into: &mut BTreeMap<String, KeySecret>) -> Result<(), PreviewError> {
+pub fn parse_secrets(
+    file: &str,
+    text: &str,
+    into: &mut BTreeMap<String, KeySecret>,
+) -> Result<(), PreviewError> {
     for doc in documents(file, text)? {
         if doc.get("kind").and_then(Value::as_str) != Some("Secret") {
             return Err(input(file, "every document must be a Secret"));
         }
-        let name = doc.pointer("/metadata/name").and_then(Value::as_str).ok_or_else(|| input(file, "a Secret has no metadata.name"))?;
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| input(file, "a Secret has no metadata.name"))?;
         let mut data = BTreeMap::new();
         if let Some(d) = doc.get("data").and_then(Value::as_object) {
             for (k, v) in d {
-                let s = v.as_str().ok_or_else(|| input(file, format!("Secret {name:?} data.{k} is not a string")))?;
+                let s = v.as_str().ok_or_else(|| {
+                    input(file, format!("Secret {name:?} data.{k} is not a string"))
+                })?;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(s.trim())
                     .map_err(|_| input(file, format!("Secret {name:?} data.{k} is not base64 (use stringData for plain text)")))?;
@@ -107,7 +139,12 @@ pub fn parse_secrets(file: &str, text: &str, into: &mut BTreeMap<String, KeySecr
         }
         if let Some(d) = doc.get("stringData").and_then(Value::as_object) {
             for (k, v) in d {
-                let s = v.as_str().ok_or_else(|| input(file, format!("Secret {name:?} stringData.{k} is not a string")))?;
+                let s = v.as_str().ok_or_else(|| {
+                    input(
+                        file,
+                        format!("Secret {name:?} stringData.{k} is not a string"),
+                    )
+                })?;
                 data.insert(k.clone(), s.as_bytes().to_vec());
             }
         }
@@ -121,12 +158,20 @@ pub fn parse_secrets(file: &str, text: &str, into: &mut BTreeMap<String, KeySecr
 pub fn parse_previous(file: &str, text: &str, config_key: &str) -> Result<Vec<u8>, PreviewError> {
     let docs = documents(file, text)?;
     let [doc] = docs.as_slice() else {
-        return Err(input(file, format!("expected one document, found {}", docs.len())));
+        return Err(input(
+            file,
+            format!("expected one document, found {}", docs.len()),
+        ));
     };
     match doc.get("kind").and_then(Value::as_str) {
-        Some("EncryptionConfiguration") => Ok(serde_yaml::to_string(doc).map_err(|e| input(file, where_(&e)))?.into_bytes()),
+        Some("EncryptionConfiguration") => Ok(serde_yaml::to_string(doc)
+            .map_err(|e| input(file, where_(&e)))?
+            .into_bytes()),
         Some("Secret") => {
-            if let Some(s) = doc.pointer(&format!("/stringData/{config_key}")).and_then(Value::as_str) {
+            if let Some(s) = doc
+                .pointer(&format!("/stringData/{config_key}"))
+                .and_then(Value::as_str)
+            {
                 return Ok(s.as_bytes().to_vec());
             }
             let s = doc
@@ -137,7 +182,10 @@ pub fn parse_previous(file: &str, text: &str, config_key: &str) -> Result<Vec<u8
                 .decode(s.trim())
                 .map_err(|_| input(file, format!("data key {config_key:?} is not base64")))
         }
-        _ => Err(input(file, "expected an EncryptionConfiguration or the Secret holding it")),
+        _ => Err(input(
+            file,
+            "expected an EncryptionConfiguration or the Secret holding it",
+        )),
     }
 }
 
@@ -180,7 +228,9 @@ pub fn preview(
             .and_then(|s| s.conditions.get(names::CONDITION_ENCRYPTION_INITIALIZED))
             .is_some_and(|c| c.status == "True"),
     };
-    Ok(Preview { rendered: render::render(&input)? })
+    Ok(Preview {
+        rendered: render::render(&input)?,
+    })
 }
 
 #[cfg(test)]
@@ -197,17 +247,26 @@ mod tests {
 
     #[test]
     fn renders_secret_ref_keys_redacted_by_default() {
-        let c = parse_cluster("c.yaml", &cluster("      - name: k1\n        secretRef: {name: k1, key: key}\n")).unwrap();
+        let c = parse_cluster(
+            "c.yaml",
+            &cluster("      - name: k1\n        secretRef: {name: k1, key: key}\n"),
+        )
+        .unwrap();
         let mut secrets = BTreeMap::new();
         parse_secrets(
             "s.yaml",
-            &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: k1}}\nstringData:\n  key: {KEY}\n"),
+            &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: k1}}\nstringData:\n  key: {KEY}\n"
+            ),
             &mut secrets,
         )
         .unwrap();
         let p = preview(&c, None, &secrets).unwrap();
         let redacted = p.yaml(false).unwrap();
-        assert!(redacted.contains("REDACTED") && !redacted.contains(KEY), "{redacted}");
+        assert!(
+            redacted.contains("REDACTED") && !redacted.contains(KEY),
+            "{redacted}"
+        );
         // No previous config: the new key first only decrypts.
         let cfg = &p.rendered.as_ref().unwrap().config.resources[0];
         assert!(cfg.providers[0].identity.is_some());
@@ -215,26 +274,57 @@ mod tests {
         // With the previous config as input (rollout done): the key is promoted.
         let prev = p.yaml(true).unwrap();
         let p2 = preview(&c, Some(("prev.yaml", prev.as_bytes())), &secrets).unwrap();
-        assert_eq!(p2.rendered.unwrap().config.resources[0].providers[0].kind_name(), "secretbox");
+        assert_eq!(
+            p2.rendered.unwrap().config.resources[0].providers[0].kind_name(),
+            "secretbox"
+        );
     }
 
     #[test]
     fn bad_input_is_explained_without_echoing_content() {
-        let c = parse_cluster("c.yaml", &cluster("      - name: k1\n        secretRef: {name: k1, key: key}\n")).unwrap();
+        let c = parse_cluster(
+            "c.yaml",
+            &cluster("      - name: k1\n        secretRef: {name: k1, key: key}\n"),
+        )
+        .unwrap();
         let err = preview(&c, None, &BTreeMap::new()).unwrap_err();
         let err = format!("{:#}", anyhow::Error::from(err));
-        assert!(err.contains("\"k1\"") && err.contains("does not exist"), "{err}");
-        let err = parse_cluster("c.yaml", "kind: Cluster\nspec: [").unwrap_err().to_string();
-        assert!(err.starts_with("c.yaml: invalid YAML/JSON at line"), "{err}");
-        let bad = cluster(&format!("      - name: k1\n        value: 7{KEY}\n"));
-        let c = parse_cluster("c.yaml", &bad).unwrap();
-        let err = format!("{:#}", anyhow::Error::from(preview(&c, None, &BTreeMap::new()).unwrap_err()));
-        assert!(err.contains("key \"k1\"") && !err.contains(&KEY[..10]), "{err}");
-        let err = parse_cluster("c.yaml", &bad.replace("value: 7", "value: [1]\n        x: ")).map(|_| ()).unwrap_err().to_string();
-        assert!(!err.contains(&KEY[..10]), "{err}");
-        let err = parse_secrets("s.yaml", &format!("kind: Secret\nmetadata: {{name: k1}}\ndata: {{key: '{KEY}!'}}"), &mut BTreeMap::new())
+        assert!(
+            err.contains("\"k1\"") && err.contains("does not exist"),
+            "{err}"
+        );
+        let err = parse_cluster("c.yaml", "kind: Cluster\nspec: [")
             .unwrap_err()
             .to_string();
+        assert!(
+            err.starts_with("c.yaml: invalid YAML/JSON at line"),
+            "{err}"
+        );
+        let bad = cluster(&format!("      - name: k1\n        value: 7{KEY}\n"));
+        let c = parse_cluster("c.yaml", &bad).unwrap();
+        let err = format!(
+            "{:#}",
+            anyhow::Error::from(preview(&c, None, &BTreeMap::new()).unwrap_err())
+        );
+        assert!(
+            err.contains("key \"k1\"") && !err.contains(&KEY[..10]),
+            "{err}"
+        );
+        let err = parse_cluster(
+            "c.yaml",
+            &bad.replace("value: 7", "value: [1]\n        x: "),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains(&KEY[..10]), "{err}");
+        let err = parse_secrets(
+            "s.yaml",
+            &format!("kind: Secret\nmetadata: {{name: k1}}\ndata: {{key: '{KEY}!'}}"),
+            &mut BTreeMap::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(!err.contains(&KEY[..10]), "{err}");
     }
 }

@@ -73,7 +73,10 @@ impl std::fmt::Debug for Previous {
         f.debug_struct("Previous")
             .field("resources", &self.resources)
             .field("writer", &self.writer)
-            .field("keys", &self.keys.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.keys.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("has_identity", &self.has_identity)
             .finish()
     }
@@ -82,15 +85,18 @@ impl std::fmt::Debug for Previous {
 impl Previous {
     /// Reads a rendered file. Errors name the problem, never the content.
     pub fn parse(bytes: &[u8]) -> Result<Self, RenderError> {
-        let config: EncryptionConfig = serde_yaml::from_slice(bytes).map_err(|e| RenderError::PreviousUnreadable {
-            reason: format!("not an EncryptionConfiguration ({})", redact_yaml_error(&e)),
-        })?;
+        let config: EncryptionConfig =
+            serde_yaml::from_slice(bytes).map_err(|e| RenderError::PreviousUnreadable {
+                reason: format!("not an EncryptionConfiguration ({})", redact_yaml_error(&e)),
+            })?;
         Self::from_config(&config)
     }
 
     /// Reduces a parsed config (see the type's doc for what is understood).
     pub fn from_config(config: &EncryptionConfig) -> Result<Self, RenderError> {
-        let unreadable = |reason: &str| RenderError::PreviousUnreadable { reason: reason.to_owned() };
+        let unreadable = |reason: &str| RenderError::PreviousUnreadable {
+            reason: reason.to_owned(),
+        };
         if config.kind != eargate_policy::apiserver_config::KIND {
             return Err(unreadable("kind is not EncryptionConfiguration"));
         }
@@ -107,14 +113,21 @@ impl Previous {
                     writer.get_or_insert(Writer::Identity);
                 }
                 "secretbox" => {
-                    for k in &p.secretbox.as_ref().map(|s| s.keys.clone()).unwrap_or_default() {
+                    for k in &p
+                        .secretbox
+                        .as_ref()
+                        .map(|s| s.keys.clone())
+                        .unwrap_or_default()
+                    {
                         writer.get_or_insert_with(|| Writer::Secretbox(k.name.clone()));
                         keys.push((k.name.clone(), k.secret.clone()));
                     }
                 }
                 other => {
                     return Err(RenderError::PreviousUnreadable {
-                        reason: format!("it uses the {other} provider, which eargate does not render"),
+                        reason: format!(
+                            "it uses the {other} provider, which eargate does not render"
+                        ),
                     })
                 }
             }
@@ -140,7 +153,10 @@ impl Previous {
     }
 
     fn material(&self, name: &str) -> Option<&str> {
-        self.keys.iter().find(|(k, _)| k == name).map(|(_, s)| s.as_str())
+        self.keys
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, s)| s.as_str())
     }
 }
 
@@ -209,7 +225,11 @@ pub enum RenderError {
     #[error("key {key:?}: Secret {secret:?} referenced by secretRef does not exist in the control-plane namespace")]
     KeySecretMissing { key: String, secret: String },
     #[error("key {key:?}: Secret {secret:?} has no data key {data_key:?}")]
-    KeySecretKeyMissing { key: String, secret: String, data_key: String },
+    KeySecretKeyMissing {
+        key: String,
+        secret: String,
+        data_key: String,
+    },
     #[error("key {key:?}: {reason}")]
     KeyInvalid { key: String, reason: String },
     #[error("encryption is enabled but spec.encryptionConfiguration.secretbox has no keys")]
@@ -252,7 +272,10 @@ pub fn spec_hash(spec: Option<&EncryptionConfiguration>) -> String {
             })).collect::<Vec<_>>()),
         })
     });
-    hex::encode(Sha256::digest(view.map(|v| v.to_string()).unwrap_or_default().as_bytes()))[..16].to_owned()
+    hex::encode(Sha256::digest(
+        view.map(|v| v.to_string()).unwrap_or_default().as_bytes(),
+    ))[..16]
+        .to_owned()
 }
 
 /// Whether the observed status proves that no stored object uses a key other than
@@ -270,7 +293,11 @@ pub fn status_vouches(input: &RenderInput<'_>) -> bool {
 /// decrypt).
 pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderError> {
     let enabled = input.spec.is_some_and(|s| s.enabled);
-    let spec_keys = input.spec.and_then(|s| s.secretbox.as_ref()).map(|b| b.keys.as_slice()).unwrap_or_default();
+    let spec_keys = input
+        .spec
+        .and_then(|s| s.secretbox.as_ref())
+        .map(|b| b.keys.as_slice())
+        .unwrap_or_default();
     let vouched = status_vouches(input);
 
     // Keys: spec order, material kept from the previous config under the same name.
@@ -294,18 +321,27 @@ pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderE
             (None, Ok(fresh)) => base64::engine::general_purpose::STANDARD.encode(fresh),
             (None, Err(e)) => return Err(e),
         };
-        keys.push(ProviderKey { name: key.name.clone(), secret });
+        keys.push(ProviderKey {
+            name: key.name.clone(),
+            secret,
+        });
     }
     // Retained keys: what stored data may still be encrypted with.
-    let status_active = input.status.and_then(|s| Writer::from_active_key(&s.active_key));
+    let status_active = input
+        .status
+        .and_then(|s| Writer::from_active_key(&s.active_key));
     if let Some(prev) = input.previous {
         for (name, secret) in &prev.keys {
             if keys.iter().any(|k| &k.name == name) {
                 continue;
             }
-            let needed = !vouched || status_active.as_ref() == Some(&Writer::Secretbox(name.clone()));
+            let needed =
+                !vouched || status_active.as_ref() == Some(&Writer::Secretbox(name.clone()));
             if needed {
-                keys.push(ProviderKey { name: name.clone(), secret: secret.clone() });
+                keys.push(ProviderKey {
+                    name: name.clone(),
+                    secret: secret.clone(),
+                });
             }
         }
     }
@@ -317,8 +353,16 @@ pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderE
             resources.push(r.clone());
         }
     };
-    input.spec.into_iter().flat_map(|s| s.resources.iter()).for_each(&mut add);
-    input.status.into_iter().flat_map(|s| s.encrypted_resources.iter()).for_each(&mut add);
+    input
+        .spec
+        .into_iter()
+        .flat_map(|s| s.resources.iter())
+        .for_each(&mut add);
+    input
+        .status
+        .into_iter()
+        .flat_map(|s| s.encrypted_resources.iter())
+        .for_each(&mut add);
     if let Some(prev) = input.previous {
         if !vouched && !prev.keys.is_empty() {
             prev.resources.iter().for_each(&mut add);
@@ -369,16 +413,33 @@ pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderE
             vec![Provider::secretbox(keys), Provider::identity()]
         }
     };
-    let config = EncryptionConfig::new(vec![ResourceConfig { resources, providers }]);
+    let config = EncryptionConfig::new(vec![ResourceConfig {
+        resources,
+        providers,
+    }]);
     check(&config)?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| RenderError::Invalid { problems: e.to_string() })?;
+    let yaml = serde_yaml::to_string(&config).map_err(|e| RenderError::Invalid {
+        problems: e.to_string(),
+    })?;
     let hash = content_hash(yaml.as_bytes());
-    Ok(Some(RenderedConfig { config, yaml, hash, writer, drift }))
+    Ok(Some(RenderedConfig {
+        config,
+        yaml,
+        hash,
+        writer,
+        drift,
+    }))
 }
 
 /// The key material a spec key refers to, decoded as kube-apiserver decodes it.
-fn resolve(key: &eargate_policy::model::SecretboxKey, secrets: &BTreeMap<String, KeySecret>) -> Result<[u8; 32], RenderError> {
-    let invalid = |e: KeyError| RenderError::KeyInvalid { key: key.name.clone(), reason: e.to_string() };
+fn resolve(
+    key: &eargate_policy::model::SecretboxKey,
+    secrets: &BTreeMap<String, KeySecret>,
+) -> Result<[u8; 32], RenderError> {
+    let invalid = |e: KeyError| RenderError::KeyInvalid {
+        key: key.name.clone(),
+        reason: e.to_string(),
+    };
     if let Some(value) = &key.value {
         return decode_key(value).map_err(invalid);
     }
@@ -390,18 +451,26 @@ fn resolve(key: &eargate_policy::model::SecretboxKey, secrets: &BTreeMap<String,
     };
     let data = match secrets.get(&r.name) {
         None | Some(KeySecret::Missing) => {
-            return Err(RenderError::KeySecretMissing { key: key.name.clone(), secret: r.name.clone() })
+            return Err(RenderError::KeySecretMissing {
+                key: key.name.clone(),
+                secret: r.name.clone(),
+            })
         }
         Some(KeySecret::Data(d)) => d,
     };
-    let bytes = data.get(&r.key).ok_or_else(|| RenderError::KeySecretKeyMissing {
-        key: key.name.clone(),
-        secret: r.name.clone(),
-        data_key: r.key.clone(),
-    })?;
+    let bytes = data
+        .get(&r.key)
+        .ok_or_else(|| RenderError::KeySecretKeyMissing {
+            key: key.name.clone(),
+            secret: r.name.clone(),
+            data_key: r.key.clone(),
+        })?;
     let text = std::str::from_utf8(bytes).map_err(|_| RenderError::KeyInvalid {
         key: key.name.clone(),
-        reason: format!("Secret {:?} data key {:?} is not base64 text", r.name, r.key),
+        reason: format!(
+            "Secret {:?} data key {:?} is not base64 text",
+            r.name, r.key
+        ),
     })?;
     decode_key(text.trim_end_matches([' ', '\t'])).map_err(|e| RenderError::KeyInvalid {
         key: key.name.clone(),
@@ -422,18 +491,24 @@ pub fn check(config: &EncryptionConfig) -> Result<(), RenderError> {
             problems.push(format!("resources[{i}].{p}"));
         }
         if entry.providers.is_empty() {
-            problems.push(format!("resources[{i}].providers: at least one provider is required"));
+            problems.push(format!(
+                "resources[{i}].providers: at least one provider is required"
+            ));
         }
         for (j, p) in entry.providers.iter().enumerate() {
             let Some(sb) = &p.secretbox else { continue };
             if sb.keys.is_empty() {
-                problems.push(format!("resources[{i}].providers[{j}].secretbox.keys: at least one key is required"));
+                problems.push(format!(
+                    "resources[{i}].providers[{j}].secretbox.keys: at least one key is required"
+                ));
             }
             let mut seen = BTreeSet::new();
             for (k, key) in sb.keys.iter().enumerate() {
                 let field = format!("resources[{i}].providers[{j}].secretbox.keys[{k}]");
                 if key.name.is_empty() || key.name.contains(':') {
-                    problems.push(format!("{field}.name: must be non-empty and contain no ':'"));
+                    problems.push(format!(
+                        "{field}.name: must be non-empty and contain no ':'"
+                    ));
                 }
                 if !seen.insert(key.name.as_str()) {
                     problems.push(format!("{field}.name: duplicate key name {:?}", key.name));
@@ -447,7 +522,9 @@ pub fn check(config: &EncryptionConfig) -> Result<(), RenderError> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(RenderError::Invalid { problems: problems.join("; ") })
+        Err(RenderError::Invalid {
+            problems: problems.join("; "),
+        })
     }
 }
 
@@ -464,7 +541,10 @@ pub fn redacted(config: &EncryptionConfig) -> EncryptionConfig {
     let mut c = config.clone();
     for entry in &mut c.resources {
         for p in &mut entry.providers {
-            for kp in [&mut p.secretbox, &mut p.aescbc, &mut p.aesgcm].into_iter().flatten() {
+            for kp in [&mut p.secretbox, &mut p.aescbc, &mut p.aesgcm]
+                .into_iter()
+                .flatten()
+            {
                 for k in &mut kp.keys {
                     k.secret = "REDACTED".to_owned();
                 }

@@ -83,15 +83,27 @@ fn resources_for(sel: u8) -> Vec<&'static str> {
 }
 
 /// The spec the edit would produce, or `None` when it does not apply.
-fn apply(cur: Option<&EncryptionConfiguration>, e: &Edit) -> Option<Option<EncryptionConfiguration>> {
+fn apply(
+    cur: Option<&EncryptionConfiguration>,
+    e: &Edit,
+) -> Option<Option<EncryptionConfiguration>> {
     let keys: Vec<usize> = cur
         .and_then(|c| c.secretbox.as_ref())
-        .map(|s| s.keys.iter().map(|k| k.name["key-".len()..].parse().unwrap()).collect())
+        .map(|s| {
+            s.keys
+                .iter()
+                .map(|k| k.name["key-".len()..].parse().unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     let resources: Vec<String> = cur.map(|c| c.resources.clone()).unwrap_or_default();
     Some(match e {
         Edit::Enable { resources: r, key } => {
-            let keys = if keys.is_empty() { vec![*key as usize] } else { keys };
+            let keys = if keys.is_empty() {
+                vec![*key as usize]
+            } else {
+                keys
+            };
             Some(enc(true, &resources_for(*r), &keys))
         }
         Edit::AddKey(k) => {
@@ -137,7 +149,9 @@ fn user_edit(w: &mut World, e: &Edit, retry_counter: &mut u32) -> bool {
         w.set_retry(&retry_counter.to_string());
         return true;
     }
-    let Some(new_spec) = apply(w.cluster.spec.encryption_configuration.as_ref(), e) else { return false };
+    let Some(new_spec) = apply(w.cluster.spec.encryption_configuration.as_ref(), e) else {
+        return false;
+    };
     let mut new = w.cluster.clone();
     new.spec.encryption_configuration = new_spec.clone();
     let old_facts = ClusterFacts::from_cluster(&w.cluster);
@@ -174,10 +188,16 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
                 w.roll_one();
             }
             Op::RestartPod(i) => w.restart_pod(*i as usize),
-            Op::ClientWrite { resource, pod } => w.user_write(RESOURCES[*resource as usize % 2], *pod as usize),
+            Op::ClientWrite { resource, pod } => {
+                w.user_write(RESOURCES[*resource as usize % 2], *pod as usize)
+            }
             Op::JobStep { pod } => w.job_step(*pod as usize),
             Op::JobFail => w.fail_job(),
-            Op::Tick { long } => w.tick(if *long { w.settings.rollout_timeout + Duration::from_secs(1) } else { Duration::from_secs(30) }),
+            Op::Tick { long } => w.tick(if *long {
+                w.settings.rollout_timeout + Duration::from_secs(1)
+            } else {
+                Duration::from_secs(30)
+            }),
         }
         w.check_invariants();
     }
@@ -193,16 +213,30 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     let spec = w.cluster.spec.encryption_configuration.clone();
     match spec.filter(|c| c.enabled) {
         Some(c) => {
-            prop_assert_eq!(w.phase(), Some(EncryptionPhase::Active), "edits accepted: {}", accepted);
+            prop_assert_eq!(
+                w.phase(),
+                Some(EncryptionPhase::Active),
+                "edits accepted: {}",
+                accepted
+            );
             let st = w.status().unwrap();
             let primary = &c.secretbox.as_ref().unwrap().keys[0].name;
             prop_assert_eq!(&st.active_key, &format!("secretbox/{primary}"));
             // Every spec resource is encrypted. A resource an interrupted attempt may have
             // sealed stays in the config (and in encryptedResources) until a disable decrypts it.
             for r in &c.resources {
-                prop_assert!(st.encrypted_resources.contains(r), "{} not encrypted: {:?}", r, st.encrypted_resources);
+                prop_assert!(
+                    st.encrypted_resources.contains(r),
+                    "{} not encrypted: {:?}",
+                    r,
+                    st.encrypted_resources
+                );
             }
-            for o in w.store.iter().filter(|o| st.encrypted_resources.contains(&o.resource)) {
+            for o in w
+                .store
+                .iter()
+                .filter(|o| st.encrypted_resources.contains(&o.resource))
+            {
                 prop_assert_eq!(o.seal.as_ref().map(|s| &s.0), Some(primary));
             }
         }
@@ -228,12 +262,18 @@ proptest! {
 fn scripted_full_lifecycle() {
     use Edit::*;
     let ops: Vec<Op> = [
-        Enable { resources: 0, key: 1 },
+        Enable {
+            resources: 0,
+            key: 1,
+        },
         AddKey(2),
         Promote(1),
         RemoveKey(1),
         Disable,
-        Enable { resources: 2, key: 3 },
+        Enable {
+            resources: 2,
+            key: 3,
+        },
         AddKey(4),
         Promote(1),
         RemoveConfig,
@@ -242,7 +282,15 @@ fn scripted_full_lifecycle() {
     .flat_map(|e| {
         let mut v = vec![Op::Edit(e)];
         for _ in 0..12 {
-            v.extend([Op::Reconcile { crash_after: None }, Op::RollOne, Op::JobStep { pod: 1 }, Op::ClientWrite { resource: 0, pod: 2 }]);
+            v.extend([
+                Op::Reconcile { crash_after: None },
+                Op::RollOne,
+                Op::JobStep { pod: 1 },
+                Op::ClientWrite {
+                    resource: 0,
+                    pod: 2,
+                },
+            ]);
         }
         v
     })

@@ -20,7 +20,12 @@ fn rendered_names(w: &World) -> Vec<String> {
         .providers
         .iter()
         .map(|p| match &p.secretbox {
-            Some(s) => s.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join("+"),
+            Some(s) => s
+                .keys
+                .iter()
+                .map(|k| k.name.clone())
+                .collect::<Vec<_>>()
+                .join("+"),
             None => p.kind_name().to_owned(),
         })
         .collect()
@@ -58,11 +63,19 @@ fn enabled_world() -> World {
 #[test]
 fn enable_stages_the_key_as_reader_first_then_encrypts() {
     let mut w = World::new(3);
-    assert!(w.reconcile().is_empty(), "nothing configured: nothing to do");
+    assert!(
+        w.reconcile().is_empty(),
+        "nothing configured: nothing to do"
+    );
     w.set_spec(Some(enc(true, &["secrets"], &[1])));
     w.reconcile();
     assert_eq!(w.phase(), Some(Pending));
-    assert_eq!(w.condition(names::CONDITION_ENCRYPTION_INITIALIZED).unwrap().status, "True");
+    assert_eq!(
+        w.condition(names::CONDITION_ENCRYPTION_INITIALIZED)
+            .unwrap()
+            .status,
+        "True"
+    );
     // First the key only decrypts: old API servers (no config) could not read it.
     assert_eq!(rendered_names(&w), ["identity", "key-1"]);
     // Half-way rollout: no promotion.
@@ -71,7 +84,11 @@ fn enable_stages_the_key_as_reader_first_then_encrypts() {
     assert_eq!(rendered_names(&w), ["identity", "key-1"]);
     w.roll_all();
     w.reconcile();
-    assert_eq!(rendered_names(&w), ["key-1", "identity"], "promoted after the rollout made it readable everywhere");
+    assert_eq!(
+        rendered_names(&w),
+        ["key-1", "identity"],
+        "promoted after the rollout made it readable everywhere"
+    );
     assert_eq!(w.phase(), Some(Pending));
     w.roll_all();
     w.reconcile();
@@ -107,9 +124,16 @@ fn promote_reencrypts_then_remove_old_key() {
     run(&mut w);
     w.set_spec(Some(enc(true, &["secrets"], &[2, 1])));
     let phases = run(&mut w);
-    assert_eq!(phases, [Some(Pending), Some(EncryptionNeeded), Some(Active)]);
+    assert_eq!(
+        phases,
+        [Some(Pending), Some(EncryptionNeeded), Some(Active)]
+    );
     assert_eq!(active_key(&w), "secretbox/key-2");
-    assert!(w.store.iter().filter(|o| o.resource == "secrets").all(|o| o.seal.as_ref().unwrap().0 == "key-2"));
+    assert!(w
+        .store
+        .iter()
+        .filter(|o| o.resource == "secrets")
+        .all(|o| o.seal.as_ref().unwrap().0 == "key-2"));
     let jobs = w.jobs_created;
     w.set_spec(Some(enc(true, &["secrets"], &[2])));
     let phases = run(&mut w);
@@ -136,7 +160,11 @@ fn removed_key_is_retained_while_a_rotation_is_unfinished() {
     assert_eq!(w.phase(), Some(Failed));
     w.set_spec(Some(enc(true, &["secrets"], &[2])));
     run(&mut w);
-    assert!(rendered_names(&w).iter().any(|p| p.contains("key-1")), "{:?}", rendered_names(&w));
+    assert!(
+        rendered_names(&w).iter().any(|p| p.contains("key-1")),
+        "{:?}",
+        rendered_names(&w)
+    );
 }
 
 #[test]
@@ -146,14 +174,29 @@ fn resource_change_via_disable_and_reenable() {
     let phases = run(&mut w);
     assert_eq!(phases, [Some(Pending), Some(EncryptionNeeded), None]);
     assert!(w.status().is_none());
-    assert_eq!(w.condition(names::CONDITION_ENCRYPTION_INITIALIZED).unwrap().status, "False");
+    assert_eq!(
+        w.condition(names::CONDITION_ENCRYPTION_INITIALIZED)
+            .unwrap()
+            .status,
+        "False"
+    );
     assert!(w.store.iter().all(|o| o.seal.is_none()));
-    assert_eq!(rendered_names(&w), ["identity", "key-1"], "disabled: identity writes, keys still read");
+    assert_eq!(
+        rendered_names(&w),
+        ["identity", "key-1"],
+        "disabled: identity writes, keys still read"
+    );
     w.set_spec(Some(enc(true, &["secrets", "configmaps"], &[1])));
     run(&mut w);
     assert_eq!(w.phase(), Some(Active));
-    assert_eq!(w.status().unwrap().encrypted_resources, ["secrets", "configmaps"]);
-    assert!(w.store.iter().all(|o| o.seal.as_ref().unwrap().0 == "key-1"));
+    assert_eq!(
+        w.status().unwrap().encrypted_resources,
+        ["secrets", "configmaps"]
+    );
+    assert!(w
+        .store
+        .iter()
+        .all(|o| o.seal.as_ref().unwrap().0 == "key-1"));
 }
 
 #[test]
@@ -162,10 +205,19 @@ fn remove_configuration_decrypts_with_retained_key_then_clears() {
     w.set_spec(None);
     w.reconcile();
     assert_eq!(w.phase(), Some(Pending));
-    assert_eq!(rendered_names(&w), ["identity", "key-1"], "material kept until decryption finished");
+    assert_eq!(
+        rendered_names(&w),
+        ["identity", "key-1"],
+        "material kept until decryption finished"
+    );
     run(&mut w);
     assert!(w.status().is_none());
-    assert_eq!(w.condition(names::CONDITION_ENCRYPTION_INITIALIZED).unwrap().status, "False");
+    assert_eq!(
+        w.condition(names::CONDITION_ENCRYPTION_INITIALIZED)
+            .unwrap()
+            .status,
+        "False"
+    );
     assert!(w.store.iter().all(|o| o.seal.is_none()));
     assert!(w.reconcile().is_empty());
 }
@@ -183,11 +235,21 @@ fn job_failure_then_recovery_by_retry_annotation_and_by_spec_change() {
     w.reconcile();
     assert_eq!(w.phase(), Some(Failed));
     let cond = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
-    assert_eq!((cond.status.as_str(), cond.reason.as_deref()), ("False", Some("JobFailed")));
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("JobFailed"))
+    );
     assert!(w.events.iter().any(|(r, _)| r == "Failed"));
-    assert!(w.reconcile().is_empty(), "Failed holds without a new retry value or spec change");
+    assert!(
+        w.reconcile().is_empty(),
+        "Failed holds without a new retry value or spec change"
+    );
     assert!(w.rendered_config().is_some());
-    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"], "keys of the failed attempt stay rendered");
+    assert_eq!(
+        rendered_names(&w),
+        ["key-2+key-1", "identity"],
+        "keys of the failed attempt stay rendered"
+    );
     w.set_retry("1");
     let jobs = w.jobs_created;
     let phases = run(&mut w);
@@ -217,17 +279,30 @@ fn rollout_timeout_fails_and_retry_restarts_the_clock() {
     w.reconcile();
     w.roll_one();
     w.tick(Duration::from_secs(60));
-    assert!(matches!(w.reconcile().last(), Some(Action::RequeueAfter(_))));
+    assert!(matches!(
+        w.reconcile().last(),
+        Some(Action::RequeueAfter(_))
+    ));
     w.tick(w.settings.rollout_timeout);
     w.reconcile();
     assert_eq!(w.phase(), Some(Failed));
-    assert_eq!(w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap().reason.as_deref(), Some("RolloutTimeout"));
+    assert_eq!(
+        w.condition(CONDITION_ENCRYPTION_RECONCILED)
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("RolloutTimeout")
+    );
     w.check_invariants();
     w.set_retry("again");
     w.reconcile();
     assert_eq!(w.phase(), Some(Pending));
     w.reconcile();
-    assert_eq!(w.phase(), Some(Pending), "the clock restarted with the retry");
+    assert_eq!(
+        w.phase(),
+        Some(Pending),
+        "the clock restarted with the retry"
+    );
     run(&mut w);
     assert_eq!(w.phase(), Some(Active));
 }
@@ -247,7 +322,10 @@ fn controller_restart_in_every_phase_converges_without_duplicate_jobs() {
                 w.set_spec(Some(enc(true, &["secrets"], &[3, 1])));
             }
             // Plans are deterministic: the same observation gives the same actions.
-            assert_eq!(plan(&w.observe(), &w.settings), plan(&w.observe(), &w.settings));
+            assert_eq!(
+                plan(&w.observe(), &w.settings),
+                plan(&w.observe(), &w.settings)
+            );
             w.reconcile_with(Some(crash_at));
             w.check_invariants();
             w.reconcile();
@@ -261,7 +339,11 @@ fn controller_restart_in_every_phase_converges_without_duplicate_jobs() {
         assert_eq!(w.phase(), Some(Active), "crash_at {crash_at}");
         assert_eq!(active_key(&w), "secretbox/key-3");
         let names: std::collections::BTreeSet<_> = w.jobs.keys().collect();
-        assert_eq!(names.len(), w.jobs_created, "never two Jobs of the same name");
+        assert_eq!(
+            names.len(),
+            w.jobs_created,
+            "never two Jobs of the same name"
+        );
         // Enabling and the promotion each need one; adding the secondary while the enable is
         // still unfinished may need one more (data of the unfinished attempt is rewritten).
         assert!((2..=3).contains(&w.jobs_created), "jobs {}", w.jobs_created);
@@ -274,27 +356,41 @@ fn missing_key_secret_is_reported_and_retried_never_silent() {
     w.key_secrets.remove("key-1");
     w.set_spec(Some(enc(true, &["secrets"], &[1])));
     let actions = w.reconcile();
-    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "KeySecretMissing")));
-    assert!(actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeySecretMissing")));
-    assert!(!actions.iter().any(|a| matches!(a, Action::WriteConfigSecret { .. })));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Backoff { reason } if reason == "KeySecretMissing")));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeySecretMissing")));
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteConfigSecret { .. })));
     let c = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
     assert_eq!(c.status, "False");
     assert!(c.message.as_deref().unwrap().contains("key-1"));
     // Second time: same condition, no redundant status write, still an Event and a Backoff.
     let again = w.reconcile();
-    assert!(!again.iter().any(|a| matches!(a, Action::PatchStatus { .. })));
+    assert!(!again
+        .iter()
+        .any(|a| matches!(a, Action::PatchStatus { .. })));
     assert!(again.iter().any(|a| matches!(a, Action::Backoff { .. })));
     // Invalid content.
     w.key_secrets.insert(
         "key-1".into(),
-        eargate_reconciler::plan::KeySecret::Data([("key".to_owned(), b"c2hvcnQ=".to_vec())].into()),
+        eargate_reconciler::plan::KeySecret::Data(
+            [("key".to_owned(), b"c2hvcnQ=".to_vec())].into(),
+        ),
     );
     let actions = w.reconcile();
-    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "KeyInvalid")));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Backoff { reason } if reason == "KeyInvalid")));
     // Fixed: proceeds.
     w.key_secrets.insert(
         "key-1".into(),
-        eargate_reconciler::plan::KeySecret::Data([("key".to_owned(), B64_KEY1.as_bytes().to_vec())].into()),
+        eargate_reconciler::plan::KeySecret::Data(
+            [("key".to_owned(), B64_KEY1.as_bytes().to_vec())].into(),
+        ),
     );
     run(&mut w);
     assert_eq!(w.phase(), Some(Active));
@@ -311,7 +407,9 @@ fn missing_deployment_is_reported() {
     w.deployment_missing = true;
     w.set_spec(Some(enc(true, &["secrets"], &[1])));
     let actions = w.reconcile();
-    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "ApiServerMissing")));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Backoff { reason } if reason == "ApiServerMissing")));
 }
 
 #[test]
@@ -320,16 +418,32 @@ fn drifted_key_secret_keeps_rendered_material_and_reports() {
     let before = w.rendered.clone();
     w.key_secrets.insert(
         "key-1".into(),
-        eargate_reconciler::plan::KeySecret::Data([("key".to_owned(), {
-            use base64::Engine as _;
-            B64.encode(material(5)).into_bytes()
-        })].into()),
+        eargate_reconciler::plan::KeySecret::Data(
+            [("key".to_owned(), {
+                use base64::Engine as _;
+                B64.encode(material(5)).into_bytes()
+            })]
+            .into(),
+        ),
     );
     let actions = w.reconcile();
-    assert!(actions.iter().any(|a| matches!(a, Action::ReportDrift { key_name } if key_name == "key-1")));
-    assert!(actions.iter().any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeyDrift")));
-    assert_eq!(w.rendered, before, "rendered material never changes under the same name");
-    assert_eq!(w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap().reason.as_deref(), Some("KeyDrift"));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::ReportDrift { key_name } if key_name == "key-1")));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeyDrift")));
+    assert_eq!(
+        w.rendered, before,
+        "rendered material never changes under the same name"
+    );
+    assert_eq!(
+        w.condition(CONDITION_ENCRYPTION_RECONCILED)
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("KeyDrift")
+    );
     w.check_invariants();
 }
 
@@ -338,8 +452,12 @@ fn unreadable_rendered_config_is_not_overwritten() {
     let mut w = enabled_world();
     w.rendered.as_mut().unwrap().data = Some(b"apiVersion: v1\nkind: Nope\n".to_vec());
     let actions = w.reconcile();
-    assert!(actions.iter().any(|a| matches!(a, Action::Backoff { reason } if reason == "ConfigUnreadable")));
-    assert!(!actions.iter().any(|a| matches!(a, Action::WriteConfigSecret { .. })));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Backoff { reason } if reason == "ConfigUnreadable")));
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteConfigSecret { .. })));
 }
 
 #[test]
@@ -374,4 +492,3 @@ fn no_key_material_in_events_conditions_status_or_jobs() {
 fn eargate_test_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
-

@@ -16,7 +16,8 @@ use eargate_policy::model::{
 use eargate_policy::names;
 use eargate_reconciler::job::job_name_for;
 use eargate_reconciler::plan::{
-    plan, Action, EncryptionStatusChange, JobState, KeySecret, Observed, Rendered, Rollout, Settings,
+    plan, Action, EncryptionStatusChange, JobState, KeySecret, Observed, Rendered, Rollout,
+    Settings,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -26,7 +27,11 @@ pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose:
 pub fn material(i: usize) -> [u8; 32] {
     let mut m = [0u8; 32];
     for (j, b) in m.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(31).wrapping_add(j as u8).wrapping_mul(7).wrapping_add(3);
+        *b = (i as u8)
+            .wrapping_mul(31)
+            .wrapping_add(j as u8)
+            .wrapping_mul(7)
+            .wrapping_add(3);
     }
     m
 }
@@ -38,12 +43,20 @@ pub fn key_name(i: usize) -> String {
 /// Pool key `i`: even keys inline, odd keys by secretRef to Secret `key-<i>` data key `key`.
 pub fn spec_key(i: usize) -> SecretboxKey {
     if i.is_multiple_of(2) {
-        SecretboxKey { name: key_name(i), value: Some(B64.encode(material(i))), secret_ref: None }
+        SecretboxKey {
+            name: key_name(i),
+            value: Some(B64.encode(material(i))),
+            secret_ref: None,
+        }
     } else {
         SecretboxKey {
             name: key_name(i),
             value: None,
-            secret_ref: Some(SecretKeyRef { name: key_name(i), key: "key".into(), optional: None }),
+            secret_ref: Some(SecretKeyRef {
+                name: key_name(i),
+                key: "key".into(),
+                optional: None,
+            }),
         }
     }
 }
@@ -52,7 +65,9 @@ pub fn enc(enabled: bool, resources: &[&str], keys: &[usize]) -> EncryptionConfi
     EncryptionConfiguration {
         enabled,
         resources: resources.iter().map(|s| s.to_string()).collect(),
-        secretbox: Some(SecretboxEncryptionConfiguration { keys: keys.iter().map(|&i| spec_key(i)).collect() }),
+        secretbox: Some(SecretboxEncryptionConfiguration {
+            keys: keys.iter().map(|&i| spec_key(i)).collect(),
+        }),
     }
 }
 
@@ -102,17 +117,30 @@ pub const RESOURCES: &[&str] = &["secrets", "configmaps"];
 impl World {
     pub fn new(pods: usize) -> Self {
         let cluster = Cluster {
-            metadata: kube::api::ObjectMeta { name: Some("c1".into()), generation: Some(1), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some("c1".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
             spec: ClusterSpec {
                 features: BTreeMap::from([(names::FEATURE_ENCRYPTION_AT_REST.to_owned(), true)]),
                 encryption_configuration: None,
             },
-            status: Some(ClusterStatus { namespace_name: Some("cluster-c1".into()), ..Default::default() }),
+            status: Some(ClusterStatus {
+                namespace_name: Some("cluster-c1".into()),
+                ..Default::default()
+            }),
         };
         let key_secrets = (0..6)
             .filter(|i| i % 2 == 1)
             .map(|i| {
-                (key_name(i), KeySecret::Data(BTreeMap::from([("key".to_owned(), B64.encode(material(i)).into_bytes())])))
+                (
+                    key_name(i),
+                    KeySecret::Data(BTreeMap::from([(
+                        "key".to_owned(),
+                        B64.encode(material(i)).into_bytes(),
+                    )])),
+                )
             })
             .collect();
         let mut w = Self {
@@ -121,7 +149,12 @@ impl World {
             rendered: None,
             template: None,
             started: None,
-            pods: (0..pods).map(|_| Pod { template: None, config: None }).collect(),
+            pods: (0..pods)
+                .map(|_| Pod {
+                    template: None,
+                    config: None,
+                })
+                .collect(),
             jobs: BTreeMap::new(),
             jobs_created: 0,
             store: Vec::new(),
@@ -153,7 +186,10 @@ impl World {
     }
 
     pub fn status(&self) -> Option<&eargate_policy::model::ClusterEncryptionStatus> {
-        self.cluster.status.as_ref().and_then(|s| s.encryption.as_ref())
+        self.cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.encryption.as_ref())
     }
 
     pub fn phase(&self) -> Option<EncryptionPhase> {
@@ -161,17 +197,27 @@ impl World {
     }
 
     pub fn condition(&self, t: &str) -> Option<&eargate_policy::model::ClusterCondition> {
-        self.cluster.status.as_ref().and_then(|s| s.conditions.get(t))
+        self.cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.get(t))
     }
 
     pub fn rendered_config(&self) -> Option<EncryptionConfig> {
-        self.rendered.as_ref().and_then(|r| r.data.as_ref()).map(|d| serde_yaml::from_slice(d).unwrap())
+        self.rendered
+            .as_ref()
+            .and_then(|r| r.data.as_ref())
+            .map(|d| serde_yaml::from_slice(d).unwrap())
     }
 
     pub fn observe(&self) -> Observed {
         let rollout = (!self.deployment_missing).then(|| {
             let n = self.pods.len() as i32;
-            let updated = self.pods.iter().filter(|p| p.template == self.template).count() as i32;
+            let updated = self
+                .pods
+                .iter()
+                .filter(|p| p.template == self.template)
+                .count() as i32;
             Rollout {
                 template_hash: self.template.clone(),
                 started: self.started,
@@ -184,7 +230,12 @@ impl World {
                 total: n,
             }
         });
-        let job = self.rendered.as_ref().and_then(job_name_for).and_then(|n| self.jobs.get(&n)).map(|j| j.state.clone());
+        let job = self
+            .rendered
+            .as_ref()
+            .and_then(job_name_for)
+            .and_then(|n| self.jobs.get(&n))
+            .map(|j| j.state.clone());
         Observed {
             namespace: Observed::namespace_of(&self.cluster),
             cluster: self.cluster.clone(),
@@ -216,7 +267,10 @@ impl World {
 
     pub fn execute(&mut self, a: &Action) {
         match a {
-            Action::PatchStatus { encryption, conditions } => {
+            Action::PatchStatus {
+                encryption,
+                conditions,
+            } => {
                 let st = self.cluster.status.get_or_insert_with(Default::default);
                 match encryption {
                     EncryptionStatusChange::Keep => {}
@@ -227,7 +281,11 @@ impl World {
                     st.conditions.insert(k.clone(), v.clone());
                 }
             }
-            Action::WriteConfigSecret { yaml, hash, annotations } => {
+            Action::WriteConfigSecret {
+                yaml,
+                hash,
+                annotations,
+            } => {
                 self.rendered = Some(Rendered {
                     data: Some(yaml.clone().into_bytes()),
                     labels: BTreeMap::from([(names::LABEL_CONFIG_HASH.to_owned(), hash.clone())]),
@@ -243,10 +301,25 @@ impl World {
             Action::CreateJob { job } => {
                 let name = job.metadata.name.clone().unwrap();
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.jobs.entry(name) {
-                    let args = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
+                    let args = job
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .template
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .containers[0]
+                        .args
+                        .clone()
+                        .unwrap();
                     let i = args.iter().position(|a| a == "--resources").unwrap();
                     let resources = args[i + 1].split(',').map(str::to_owned).collect();
-                    slot.insert(SimJob { resources, next: 0, state: JobState::Running });
+                    slot.insert(SimJob {
+                        resources,
+                        next: 0,
+                        state: JobState::Running,
+                    });
                     self.jobs_created += 1;
                 }
             }
@@ -266,7 +339,10 @@ impl World {
         let template = self.template.clone();
         match self.pods.iter_mut().find(|p| p.template != template) {
             Some(p) => {
-                *p = Pod { template, config: content };
+                *p = Pod {
+                    template,
+                    config: content,
+                };
                 true
             }
             None => false,
@@ -292,14 +368,25 @@ impl World {
     pub fn user_write(&mut self, resource: &str, pod: usize) {
         let n = self.pods.len();
         let seal = writer(self.pods[pod % n].config.as_deref(), resource);
-        self.store.push(Obj { resource: resource.to_owned(), seal });
+        self.store.push(Obj {
+            resource: resource.to_owned(),
+            seal,
+        });
     }
 
     /// The running Job rewrites its next object through pod `pod` (read, then write back).
     pub fn job_step(&mut self, pod: usize) {
         let n = self.pods.len();
-        let Some((_, job)) = self.jobs.iter_mut().find(|(_, j)| j.state == JobState::Running) else { return };
-        let idx: Vec<usize> = (0..self.store.len()).filter(|&i| job.resources.contains(&self.store[i].resource)).collect();
+        let Some((_, job)) = self
+            .jobs
+            .iter_mut()
+            .find(|(_, j)| j.state == JobState::Running)
+        else {
+            return;
+        };
+        let idx: Vec<usize> = (0..self.store.len())
+            .filter(|&i| job.resources.contains(&self.store[i].resource))
+            .collect();
         if job.next >= idx.len() {
             job.state = JobState::Succeeded;
             return;
@@ -307,7 +394,9 @@ impl World {
         let o = idx[job.next];
         let cfg = self.pods[pod % n].config.clone();
         if !readable(cfg.as_deref(), &self.store[o]) {
-            job.state = JobState::Failed { reason: "object unreadable".into() };
+            job.state = JobState::Failed {
+                reason: "object unreadable".into(),
+            };
             return;
         }
         self.store[o].seal = writer(cfg.as_deref(), &self.store[o].resource.clone());
@@ -324,8 +413,14 @@ impl World {
     }
 
     pub fn fail_job(&mut self) {
-        if let Some(j) = self.jobs.values_mut().find(|j| j.state == JobState::Running) {
-            j.state = JobState::Failed { reason: "BackoffLimitExceeded".into() };
+        if let Some(j) = self
+            .jobs
+            .values_mut()
+            .find(|j| j.state == JobState::Running)
+        {
+            j.state = JobState::Failed {
+                reason: "BackoffLimitExceeded".into(),
+            };
         }
     }
 
@@ -355,7 +450,15 @@ impl World {
             self.template,
             self.started,
             self.jobs,
-            self.pods.iter().map(|p| (&p.template, p.config.as_ref().map(|c| eargate_reconciler::render::content_hash(c)))).collect::<Vec<_>>(),
+            self.pods
+                .iter()
+                .map(|p| (
+                    &p.template,
+                    p.config
+                        .as_ref()
+                        .map(|c| eargate_reconciler::render::content_hash(c))
+                ))
+                .collect::<Vec<_>>(),
             self.sealed_with()
         )
     }
@@ -373,21 +476,46 @@ impl World {
             }
         }
         if let Some(st) = self.status() {
-            if st.phase == Some(EncryptionPhase::Active) && st.active_key.starts_with(names::ACTIVE_KEY_SECRETBOX_PREFIX) {
+            if st.phase == Some(EncryptionPhase::Active)
+                && st
+                    .active_key
+                    .starts_with(names::ACTIVE_KEY_SECRETBOX_PREFIX)
+            {
                 let key = &st.active_key[names::ACTIVE_KEY_SECRETBOX_PREFIX.len()..];
-                for o in self.store.iter().filter(|o| st.encrypted_resources.contains(&o.resource)) {
-                    assert_eq!(o.seal.as_ref().map(|s| s.0.as_str()), Some(key), "Active but a {} object is not sealed with {key}", o.resource);
+                for o in self
+                    .store
+                    .iter()
+                    .filter(|o| st.encrypted_resources.contains(&o.resource))
+                {
+                    assert_eq!(
+                        o.seal.as_ref().map(|s| s.0.as_str()),
+                        Some(key),
+                        "Active but a {} object is not sealed with {key}",
+                        o.resource
+                    );
                 }
             }
-        } else if self.condition(names::CONDITION_ENCRYPTION_INITIALIZED).is_some_and(|c| c.status == "False") {
-            assert!(self.store.iter().all(|o| o.seal.is_none()), "decrypted and cleared, but an object is still sealed");
+        } else if self
+            .condition(names::CONDITION_ENCRYPTION_INITIALIZED)
+            .is_some_and(|c| c.status == "False")
+        {
+            assert!(
+                self.store.iter().all(|o| o.seal.is_none()),
+                "decrypted and cleared, but an object is still sealed"
+            );
         }
         if let Some(cfg) = self.rendered_config() {
-            eargate_reconciler::render::check(&cfg).expect("rendered config passes kube-apiserver validation");
+            eargate_reconciler::render::check(&cfg)
+                .expect("rendered config passes kube-apiserver validation");
             for p in &cfg.resources[0].providers {
                 for k in p.secretbox.iter().flat_map(|s| s.keys.iter()) {
                     let i: usize = k.name.strip_prefix("key-").unwrap().parse().unwrap();
-                    assert_eq!(B64.decode(&k.secret).unwrap(), material(i).to_vec(), "rendered material of {} is the spec's 32 bytes", k.name);
+                    assert_eq!(
+                        B64.decode(&k.secret).unwrap(),
+                        material(i).to_vec(),
+                        "rendered material of {} is the spec's 32 bytes",
+                        k.name
+                    );
                 }
             }
         }
@@ -403,7 +531,9 @@ impl World {
         s.push_str(&serde_json::to_string(&self.cluster.status).unwrap());
         for a in &self.all_actions {
             match a {
-                Action::WriteConfigSecret { hash, annotations, .. } => {
+                Action::WriteConfigSecret {
+                    hash, annotations, ..
+                } => {
                     s.push_str(hash);
                     s.push_str(&format!("{annotations:?}"));
                 }
@@ -415,21 +545,33 @@ impl World {
     }
 
     pub fn sealed_with(&self) -> Vec<Option<String>> {
-        self.store.iter().map(|o| o.seal.as_ref().map(|s| s.0.clone())).collect()
+        self.store
+            .iter()
+            .map(|o| o.seal.as_ref().map(|s| s.0.clone()))
+            .collect()
     }
 }
 
 /// The providers an API server with `config` uses for `resource` (None: not covered).
-fn providers(config: Option<&[u8]>, resource: &str) -> Option<Vec<eargate_policy::apiserver_config::Provider>> {
+fn providers(
+    config: Option<&[u8]>,
+    resource: &str,
+) -> Option<Vec<eargate_policy::apiserver_config::Provider>> {
     let cfg: EncryptionConfig = serde_yaml::from_slice(config?).unwrap();
-    cfg.resources.into_iter().find(|e| e.resources.iter().any(|r| r == resource)).map(|e| e.providers)
+    cfg.resources
+        .into_iter()
+        .find(|e| e.resources.iter().any(|r| r == resource))
+        .map(|e| e.providers)
 }
 
 fn writer(config: Option<&[u8]>, resource: &str) -> Seal {
     let ps = providers(config, resource)?;
     let first = ps.first()?;
     let k = first.secretbox.as_ref()?.keys.first()?;
-    Some((k.name.clone(), B64.decode(&k.secret).unwrap().try_into().unwrap()))
+    Some((
+        k.name.clone(),
+        B64.decode(&k.secret).unwrap().try_into().unwrap(),
+    ))
 }
 
 pub fn readable(config: Option<&[u8]>, o: &Obj) -> bool {
@@ -437,9 +579,13 @@ pub fn readable(config: Option<&[u8]>, o: &Obj) -> bool {
         None => o.seal.is_none(),
         Some(ps) => match &o.seal {
             None => ps.iter().any(|p| p.identity.is_some()),
-            Some((name, m)) => ps.iter().filter_map(|p| p.secretbox.as_ref()).flat_map(|s| s.keys.iter()).any(|k| {
-                &k.name == name && B64.decode(&k.secret).ok().as_deref() == Some(m.as_slice())
-            }),
+            Some((name, m)) => ps
+                .iter()
+                .filter_map(|p| p.secretbox.as_ref())
+                .flat_map(|s| s.keys.iter())
+                .any(|k| {
+                    &k.name == name && B64.decode(&k.secret).ok().as_deref() == Some(m.as_slice())
+                }),
         },
     }
 }
