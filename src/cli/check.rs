@@ -15,11 +15,7 @@ use eargate_policy::names::{
 use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+pub use super::Output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

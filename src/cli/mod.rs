@@ -18,6 +18,13 @@ pub mod render;
 pub mod serve;
 pub mod verify;
 
+/// `--output` of the subcommands that print a report: text for people, JSON for tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 /// Exit code for bad input, usage and connection errors.
 pub const EXIT_BAD_INPUT: u8 = 2;
 

@@ -11,11 +11,7 @@ use std::time::Duration;
 
 use eargate_reencrypt::{Options, ProgressSink};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+pub use super::Output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -11,11 +11,7 @@ use eargate_policy::apiserver_config::EncryptionConfig;
 use eargate_storage::etcd::{connect, EtcdTarget};
 use eargate_storage::verify::{verify, VerifyOptions, DEFAULT_OFFENDER_LIMIT};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+pub use super::Output;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
