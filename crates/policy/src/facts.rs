@@ -17,6 +17,7 @@ use crate::names::{
 };
 use crate::resources::{normalize_resources, Normalized};
 use crate::rules;
+use crate::scan::{ScanError, Scanner};
 use crate::status::secretbox_key_name;
 use crate::Violation;
 
@@ -42,14 +43,54 @@ pub struct ClusterFacts {
     /// The `EncryptionInitialized` condition is `"True"`.
     pub initialized: bool,
     /// `status.encryption` as JSON (rule EAR014 compares it).
-    pub status_encryption_raw: Option<Value>,
+    pub status_encryption_raw: Option<RawJson>,
     /// The `EncryptionInitialized` condition as JSON (rule EAR014 compares it).
-    pub initialized_raw: Option<Value>,
+    pub initialized_raw: Option<RawJson>,
     /// Fields of the wrong type (rule EAR000).
     pub problems: Vec<Violation>,
 }
 
 const CFG: &str = "spec.encryptionConfiguration";
+
+/// A JSON value kept as its compact text and compared by meaning: the same text is equal
+/// (the usual case, both copies written by kube-apiserver's serializer); different texts
+/// are parsed and compared as values. Keeping the text spares building a tree for every
+/// review just to compare two copies that almost always match.
+#[derive(Debug, Clone)]
+pub struct RawJson(String);
+
+impl RawJson {
+    pub fn new(text: &str) -> Self {
+        RawJson(text.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+            || matches!(
+                (
+                    serde_json::from_str::<Value>(&self.0),
+                    serde_json::from_str::<Value>(&other.0),
+                ),
+                (Ok(a), Ok(b)) if a == b
+            )
+    }
+}
+
+/// The string fields `names` of the JSON object `text` (other types and shapes: `None`).
+fn string_fields<const N: usize>(text: &str, names: [&str; N]) -> [Option<String>; N] {
+    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
+    let _ = Scanner::over(text).object(names, |i, sc| {
+        out[i] = serde_json::from_str::<String>(sc.value_span()?).ok();
+        Ok::<_, ScanError>(())
+    });
+    out
+}
 
 fn type_name(v: &Value) -> &'static str {
     match v {
@@ -77,8 +118,8 @@ impl ClusterFacts {
         name: &str,
         feature: Option<&Value>,
         config: Option<&Value>,
-        status_encryption: Option<Value>,
-        initialized: Option<Value>,
+        status_encryption: Option<&str>,
+        initialized: Option<&str>,
     ) -> Self {
         let mut facts = ClusterFacts {
             name: name.to_owned(),
@@ -95,34 +136,32 @@ impl ClusterFacts {
         if let Some(cfg) = config {
             facts.decode_config(cfg);
         }
-        if let Some(enc) = &status_encryption {
-            if let Value::Object(map) = enc {
-                facts.status_present = true;
-                if let Some(Value::String(p)) = map.get("phase") {
-                    facts.phase_raw = Some(p.clone());
-                    facts.phase = match p.as_str() {
-                        "Pending" => Some(EncryptionPhase::Pending),
-                        "EncryptionNeeded" => Some(EncryptionPhase::EncryptionNeeded),
-                        "Active" => Some(EncryptionPhase::Active),
-                        "Failed" => Some(EncryptionPhase::Failed),
-                        _ => None,
-                    };
-                }
-                if let Some(Value::String(k)) = map.get("activeKey") {
-                    if !k.is_empty() {
-                        facts.active_key = Some(k.clone());
-                    }
-                }
-            } else if !enc.is_null() {
-                // A status of the wrong shape is still "present": be conservative.
-                facts.status_present = true;
+        // `status.encryption` and the condition arrive as JSON text (checked JSON: the
+        // review codec and the callers below hand over what serde_json accepted).
+        let status_encryption = status_encryption.filter(|t| *t != "null");
+        let initialized = initialized.filter(|t| *t != "null");
+        if let Some(enc) = status_encryption {
+            // Present even when of the wrong shape: be conservative.
+            facts.status_present = true;
+            let [phase, active_key] = string_fields(enc, ["phase", "activeKey"]);
+            if let Some(p) = phase {
+                facts.phase = match p.as_str() {
+                    "Pending" => Some(EncryptionPhase::Pending),
+                    "EncryptionNeeded" => Some(EncryptionPhase::EncryptionNeeded),
+                    "Active" => Some(EncryptionPhase::Active),
+                    "Failed" => Some(EncryptionPhase::Failed),
+                    _ => None,
+                };
+                facts.phase_raw = Some(p);
             }
+            facts.active_key = active_key.filter(|k| !k.is_empty());
         }
-        if let Some(Value::Object(c)) = &initialized {
-            facts.initialized = c.get("status").and_then(Value::as_str) == Some("True");
+        if let Some(init) = initialized {
+            let [status] = string_fields(init, ["status"]);
+            facts.initialized = status.as_deref() == Some("True");
         }
-        facts.status_encryption_raw = status_encryption.filter(|v| !v.is_null());
-        facts.initialized_raw = initialized.filter(|v| !v.is_null());
+        facts.status_encryption_raw = status_encryption.map(RawJson::new);
+        facts.initialized_raw = initialized.map(RawJson::new);
         facts
     }
 
@@ -141,16 +180,16 @@ impl ClusterFacts {
         let status = cluster.status.as_ref();
         let enc = status
             .and_then(|s| s.encryption.as_ref())
-            .and_then(|e| serde_json::to_value(e).ok());
+            .and_then(|e| serde_json::to_string(e).ok());
         let init = status
             .and_then(|s| s.conditions.get(CONDITION_ENCRYPTION_INITIALIZED))
-            .and_then(|c| serde_json::to_value(c).ok());
+            .and_then(|c| serde_json::to_string(c).ok());
         let mut facts = Self::from_parts(
             cluster.metadata.name.as_deref().unwrap_or_default(),
             feature.as_ref(),
             config.as_ref(),
-            enc,
-            init,
+            enc.as_deref(),
+            init.as_deref(),
         );
         // `resources` is skipped when empty on serialize; the typed value knows nothing more.
         facts.resources_present = cluster
@@ -171,12 +210,16 @@ impl ClusterFacts {
             name,
             object.pointer("/spec/features/encryptionAtRest"),
             object.pointer("/spec/encryptionConfiguration"),
-            object.pointer("/status/encryption").cloned(),
+            object
+                .pointer("/status/encryption")
+                .map(Value::to_string)
+                .as_deref(),
             object
                 .pointer("/status/conditions")
                 .and_then(|c| c.as_object())
                 .and_then(|c| c.get(CONDITION_ENCRYPTION_INITIALIZED))
-                .cloned(),
+                .map(Value::to_string)
+                .as_deref(),
         )
     }
 

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod resources;
 pub mod review;
 pub mod rules;
+pub mod scan;
 pub mod status;
 
 pub use facts::ClusterFacts;

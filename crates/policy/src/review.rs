@@ -8,19 +8,19 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::facts::ClusterFacts;
 use crate::names::{
     AUDIT_DECISION, AUDIT_RULES, CLUSTER_GROUP, CLUSTER_KIND, CONDITION_ENCRYPTION_INITIALIZED,
+    FEATURE_ENCRYPTION_AT_REST,
 };
 pub use crate::policy::PolicyConfig;
 use crate::policy::{self, Decision, Operation, Request};
+use crate::scan::{ScanError, Scanner};
 
 /// Which webhook endpoint is answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,37 +86,26 @@ const V1: &str = "admission.k8s.io/v1";
 const V1BETA1: &str = "admission.k8s.io/v1beta1";
 
 // ---------------------------------------------------------------- decoding
+//
+// The scanner ([`crate::scan`]) locates the few fields the policy reads and skips the rest
+// of both Cluster objects without building or even tokenizing them through serde; each
+// located field is then decoded (and fully checked) by serde_json into a borrowed type.
 
-#[derive(Deserialize)]
 struct ReviewIn<'a> {
-    #[serde(borrow, rename = "apiVersion")]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     request: Option<RequestIn<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
-    #[serde(borrow, default)]
     uid: Cow<'a, str>,
-    #[serde(borrow, default)]
     kind: Option<GroupVersionKind<'a>>,
-    #[serde(borrow, default)]
     sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     operation: Cow<'a, str>,
-    #[serde(borrow, default)]
     user_info: Option<UserInfo<'a>>,
-    #[serde(default)]
-    object: Option<ObjectIn>,
-    #[serde(default)]
-    old_object: Option<ObjectIn>,
-    #[serde(default)]
+    object: Option<ObjectIn<'a>>,
+    old_object: Option<ObjectIn<'a>>,
     dry_run: Option<bool>,
 }
 
@@ -134,167 +123,184 @@ struct UserInfo<'a> {
     username: Cow<'a, str>,
 }
 
-/// The parts of an object the policy reads. Every other field is skipped.
-#[derive(Deserialize, Default)]
-struct ObjectIn {
-    #[serde(default)]
-    metadata: Lenient<MetaIn>,
-    #[serde(default)]
-    spec: Lenient<SpecIn>,
-    #[serde(default)]
-    status: Lenient<StatusIn>,
-}
+/// A string borrowed from the body when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-#[derive(Deserialize, Default)]
-struct MetaIn {
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct SpecIn {
-    #[serde(default)]
-    features: Lenient<OneField<FeatureKey>>,
-    #[serde(default)]
-    encryption_configuration: Option<Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct StatusIn {
-    #[serde(default)]
-    encryption: Option<Value>,
-    #[serde(default)]
-    conditions: Lenient<OneField<ConditionKey>>,
-}
-
-/// A value that is kept when it is a JSON object and otherwise skipped: objects of other
-/// kinds (or broken ones) must not turn into a decode error for the whole review.
+/// The parts of an object the policy reads. `metadata`, `spec`, `status` and the maps in
+/// them that are not objects count as absent (the policy then reports what is missing).
 #[derive(Default)]
-enum Lenient<T> {
-    #[default]
-    Absent,
-    Object(T),
+struct ObjectIn<'a> {
+    name: Option<String>,
+    feature: Option<Value>,
+    config: Option<Value>,
+    /// Checked JSON text (compared and read without building a tree).
+    status_encryption: Option<&'a str>,
+    initialized: Option<&'a str>,
 }
 
-impl<T> Lenient<T> {
-    fn get(&self) -> Option<&T> {
-        match self {
-            Lenient::Object(t) => Some(t),
-            Lenient::Absent => None,
+impl From<ScanError> for ReviewError {
+    fn from(e: ScanError) -> Self {
+        ReviewError::NotJson(e.to_string())
+    }
+}
+
+/// Decodes the value at the cursor; `null` is `None`. `field` names it in the error (never
+/// its contents: a value could be key material).
+fn typed<'a, T: Deserialize<'a>>(
+    sc: &mut Scanner<'a>,
+    field: &str,
+) -> Result<Option<T>, ReviewError> {
+    serde_json::from_str::<Option<T>>(sc.value_span()?)
+        .map_err(|_| ReviewError::NotJson(format!("unexpected type of {field}")))
+}
+
+/// The text of the value at the cursor, checked to be JSON (the scanner alone is lenient
+/// inside containers it skips).
+fn checked<'a>(sc: &mut Scanner<'a>, field: &str) -> Result<&'a str, ReviewError> {
+    let span = sc.value_span()?;
+    serde_json::from_str::<serde::de::IgnoredAny>(span)
+        .map_err(|_| ReviewError::NotJson(format!("invalid JSON in {field}")))?;
+    Ok(span)
+}
+
+fn text<'a>(sc: &mut Scanner<'a>, field: &str) -> Result<Option<Cow<'a, str>>, ReviewError> {
+    Ok(typed::<Text<'a>>(sc, field)?.map(|t| t.0))
+}
+
+fn decode_review(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
+    let mut sc = Scanner::new(body)?;
+    let mut out = ReviewIn {
+        api_version: None,
+        kind: None,
+        request: None,
+    };
+    let is_object = sc.object(["apiVersion", "kind", "request"], |i, sc| {
+        match i {
+            0 => out.api_version = text(sc, "apiVersion")?,
+            1 => out.kind = text(sc, "kind")?,
+            _ => out.request = decode_request(sc)?,
         }
+        Ok::<_, ReviewError>(())
+    })?;
+    if !is_object {
+        return Err(ReviewError::NotJson("not a JSON object".into()));
     }
+    sc.end()?;
+    Ok(out)
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Lenient<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Lenient::Object)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Lenient::Absent)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Lenient::Absent)
-            }
+fn decode_request<'a>(sc: &mut Scanner<'a>) -> Result<Option<RequestIn<'a>>, ReviewError> {
+    if sc.null() {
+        return Ok(None);
+    }
+    let mut r = RequestIn {
+        uid: Cow::Borrowed(""),
+        kind: None,
+        sub_resource: None,
+        name: None,
+        operation: Cow::Borrowed(""),
+        user_info: None,
+        object: None,
+        old_object: None,
+        dry_run: None,
+    };
+    let names = [
+        "uid",
+        "kind",
+        "subResource",
+        "name",
+        "operation",
+        "userInfo",
+        "object",
+        "oldObject",
+        "dryRun",
+    ];
+    let is_object = sc.object(names, |i, sc| {
+        match i {
+            0 => r.uid = text(sc, "request.uid")?.unwrap_or_default(),
+            1 => r.kind = typed(sc, "request.kind")?,
+            2 => r.sub_resource = text(sc, "request.subResource")?,
+            3 => r.name = text(sc, "request.name")?,
+            4 => r.operation = text(sc, "request.operation")?.unwrap_or_default(),
+            5 => r.user_info = typed(sc, "request.userInfo")?,
+            6 => r.object = decode_object(sc, "request.object")?,
+            7 => r.old_object = decode_object(sc, "request.oldObject")?,
+            _ => r.dry_run = typed(sc, "request.dryRun")?,
         }
-        d.deserialize_any(V(std::marker::PhantomData))
+        Ok::<_, ReviewError>(())
+    })?;
+    if !is_object {
+        return Err(ReviewError::NotJson(
+            "unexpected type of request: not an object".into(),
+        ));
     }
+    Ok(Some(r))
 }
 
-/// Which single entry of a map to keep.
-trait FieldName {
-    const NAME: &'static str;
-}
-struct FeatureKey;
-impl FieldName for FeatureKey {
-    const NAME: &'static str = crate::names::FEATURE_ENCRYPTION_AT_REST;
-}
-struct ConditionKey;
-impl FieldName for ConditionKey {
-    const NAME: &'static str = CONDITION_ENCRYPTION_INITIALIZED;
-}
-
-/// A map of which only the entry named `K::NAME` is kept (as JSON); the rest is skipped.
-struct OneField<K>(Option<Value>, std::marker::PhantomData<K>);
-
-impl<K> Default for OneField<K> {
-    fn default() -> Self {
-        OneField(None, std::marker::PhantomData)
+/// One pass over a Cluster: descends into the few maps the policy reads, skips the rest.
+fn decode_object<'a>(
+    sc: &mut Scanner<'a>,
+    field: &str,
+) -> Result<Option<ObjectIn<'a>>, ReviewError> {
+    if sc.null() {
+        return Ok(None);
     }
-}
-
-impl<'de, K: FieldName> Deserialize<'de> for OneField<K> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<K>(std::marker::PhantomData<K>);
-        impl<'de, K: FieldName> Visitor<'de> for V<K> {
-            type Value = OneField<K>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map")
+    let mut out = ObjectIn::default();
+    let is_object = sc.object(["metadata", "spec", "status"], |i, sc| {
+        match i {
+            0 => {
+                sc.object(["name"], |_, sc| {
+                    out.name = typed(sc, "metadata.name")?;
+                    Ok::<_, ReviewError>(())
+                })?;
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = None;
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key == K::NAME {
-                        out = Some(map.next_value::<Value>()?);
+            1 => {
+                sc.object(["features", "encryptionConfiguration"], |i, sc| {
+                    if i == 0 {
+                        sc.object([FEATURE_ENCRYPTION_AT_REST], |_, sc| {
+                            out.feature = typed(sc, "spec.features")?;
+                            Ok::<_, ReviewError>(())
+                        })?;
                     } else {
-                        map.next_value::<IgnoredAny>()?;
+                        out.config = typed(sc, "spec.encryptionConfiguration")?;
                     }
-                }
-                Ok(OneField(out, std::marker::PhantomData))
+                    Ok::<_, ReviewError>(())
+                })?;
+            }
+            _ => {
+                sc.object(["encryption", "conditions"], |i, sc| {
+                    if i == 0 {
+                        out.status_encryption = Some(checked(sc, "status.encryption")?);
+                    } else {
+                        sc.object([CONDITION_ENCRYPTION_INITIALIZED], |_, sc| {
+                            out.initialized = Some(checked(sc, "status.conditions")?);
+                            Ok::<_, ReviewError>(())
+                        })?;
+                    }
+                    Ok::<_, ReviewError>(())
+                })?;
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        Ok::<_, ReviewError>(())
+    })?;
+    if !is_object {
+        return Err(ReviewError::NotJson(format!(
+            "unexpected type of {field}: not an object"
+        )));
     }
+    Ok(Some(out))
 }
 
-impl ObjectIn {
+impl ObjectIn<'_> {
     fn into_facts(self) -> ClusterFacts {
-        let name = self
-            .metadata
-            .get()
-            .and_then(|m| m.name.clone())
-            .unwrap_or_default();
-        let (feature, config) = match self.spec {
-            Lenient::Object(spec) => (
-                spec.features.get().and_then(|f| f.0.clone()),
-                spec.encryption_configuration,
-            ),
-            Lenient::Absent => (None, None),
-        };
-        let (enc, init) = match self.status {
-            Lenient::Object(status) => (
-                status.encryption,
-                status.conditions.get().and_then(|c| c.0.clone()),
-            ),
-            Lenient::Absent => (None, None),
-        };
-        ClusterFacts::from_parts(&name, feature.as_ref(), config.as_ref(), enc, init)
+        ClusterFacts::from_parts(
+            self.name.as_deref().unwrap_or_default(),
+            self.feature.as_ref(),
+            self.config.as_ref(),
+            self.status_encryption,
+            self.initialized,
+        )
     }
 }
 
@@ -352,15 +358,7 @@ pub fn review_detailed(
     body: &[u8],
     config: &PolicyConfig,
 ) -> Result<Detailed, ReviewError> {
-    let input: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| {
-        // serde_json's messages name types and positions, not contents of strings.
-        ReviewError::NotJson(format!(
-            "{} at line {} column {}",
-            classify(&e),
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let input = decode_review(body)?;
     let api_version = match input.api_version.as_deref() {
         Some(V1) => V1,
         Some(V1BETA1) => V1BETA1,
@@ -511,15 +509,6 @@ fn resources_patch(present: bool, resources: &[String]) -> json_patch::Patch {
         json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
     };
     json_patch::Patch(vec![op])
-}
-
-fn classify(e: &serde_json::Error) -> &'static str {
-    match e.classify() {
-        serde_json::error::Category::Io => "read error",
-        serde_json::error::Category::Syntax => "invalid JSON",
-        serde_json::error::Category::Data => "unexpected field type",
-        serde_json::error::Category::Eof => "truncated JSON",
-    }
 }
 
 /// Short, printable excerpt of a value from outside (never object contents).

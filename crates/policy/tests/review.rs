@@ -162,16 +162,86 @@ fn undecodable_encryption_fields_are_a_denial_naming_the_field() {
 #[test]
 fn arbitrary_bytes_never_panic() {
     let cfg = PolicyConfig::default();
-    let base = serde_json::to_vec(&review_json(
+    let base = active_update().into_bytes();
+    for cut in (0..base.len()).step_by(97) {
+        let _ = review(Webhook::Validate, &base[..cut], &cfg);
+        let _ = review(Webhook::Mutate, &base[..cut], &cfg);
+    }
+}
+
+/// A no-op UPDATE of the active example, as compact JSON (as kube-apiserver sends it).
+fn active_update() -> String {
+    serde_json::to_string(&review_json(
         "UPDATE",
         Some(&active()),
         Some(&active()),
         None,
         "u",
     ))
+    .unwrap()
+}
+
+/// [`active_update`] with the first of the two occurrences of `needle` (new object, then old
+/// object) replaced by `with`.
+fn spliced(needle: &str, with: &str) -> Vec<u8> {
+    let text = active_update();
+    assert_eq!(
+        text.matches(needle).count(),
+        2,
+        "{needle} (old and new object)"
+    );
+    text.replacen(needle, with, 1).into_bytes()
+}
+
+#[test]
+fn deep_nesting_is_skipped_or_refused_never_a_crash() {
+    let cfg = PolicyConfig::default();
+    let abyss = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    // In a field the policy never reads: skipped without recursion, the review is decided.
+    let body = spliced(
+        r#""humanReadableName":"#,
+        &format!(r#""deep":{abyss},"humanReadableName":"#),
+    );
+    let r = review(Webhook::Validate, &body, &cfg).unwrap();
+    assert!(r.summary.allowed);
+    // In a field it decodes: refused by serde_json's recursion limit, as a 400.
+    let body = spliced(
+        r#""encryptionConfiguration":{"#,
+        &format!(r#""encryptionConfiguration":{{"deep":{abyss},"#),
+    );
+    let err = review(Webhook::Validate, &body, &cfg).unwrap_err();
+    assert!(matches!(err, ReviewError::NotJson(_)), "{err}");
+}
+
+#[test]
+fn a_field_given_twice_is_refused_and_escaped_names_are_read() {
+    let cfg = PolicyConfig::default();
+    // Two copies of the configuration: which one counts would be ambiguous.
+    let body = spliced(
+        r#""encryptionConfiguration":"#,
+        r#""encryptionConfiguration":null,"encryptionConfiguration":"#,
+    );
+    let err = review(Webhook::Validate, &body, &cfg).unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    // An escaped spelling of the same name is the same field.
+    let body = spliced(
+        r#""encryptionConfiguration":"#,
+        r#""encryptionConfiguration":null,"encryption\u0043onfiguration":"#,
+    );
+    assert!(review(Webhook::Validate, &body, &cfg).is_err());
+    let body = spliced(
+        r#""encryptionConfiguration":"#,
+        r#""encryption\u0043onfiguration":"#,
+    );
+    let escaped = review(Webhook::Validate, &body, &cfg).unwrap();
+    let plain = review(
+        Webhook::Validate,
+        &spliced(
+            r#""encryptionConfiguration":"#,
+            r#""encryptionConfiguration":"#,
+        ),
+        &cfg,
+    )
     .unwrap();
-    for cut in (0..base.len()).step_by(97) {
-        let _ = review(Webhook::Validate, &base[..cut], &cfg);
-        let _ = review(Webhook::Mutate, &base[..cut], &cfg);
-    }
+    assert_eq!(escaped.summary, plain.summary);
 }
