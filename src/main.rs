@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: the admission server allocates small, short-lived
+/// buffers for every review, and glibc's malloc/free were a tenth of its CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // One rustls crypto provider for the whole process (server, kube client, etcd client).
     // Installing it explicitly keeps rustls from guessing when two are linked in.

@@ -13,6 +13,10 @@ use axum::routing::post;
 use axum::Router;
 use eargate_admission::tls;
 
+/// The same allocator as the `eargate` binary, so the comparison is of the review alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, cert, key, reply] = args.as_slice() else {
