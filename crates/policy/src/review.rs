@@ -133,7 +133,8 @@ struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 struct ObjectIn<'a> {
     name: Option<String>,
     feature: Option<Value>,
-    config: Option<Value>,
+    /// `spec.encryptionConfiguration` as JSON text (decoded by the facts).
+    config: Option<&'a str>,
     /// Checked JSON text (compared and read without building a tree).
     status_encryption: Option<&'a str>,
     initialized: Option<&'a str>,
@@ -263,7 +264,7 @@ fn decode_object<'a>(
                             Ok::<_, ReviewError>(())
                         })?;
                     } else {
-                        out.config = typed(sc, "spec.encryptionConfiguration")?;
+                        out.config = Some(sc.value_span()?);
                     }
                     Ok::<_, ReviewError>(())
                 })?;
@@ -293,14 +294,20 @@ fn decode_object<'a>(
 }
 
 impl ObjectIn<'_> {
-    fn into_facts(self) -> ClusterFacts {
-        ClusterFacts::from_parts(
+    fn into_facts(self) -> Result<ClusterFacts, ReviewError> {
+        let mut facts = ClusterFacts::from_parts(
             self.name.as_deref().unwrap_or_default(),
             self.feature.as_ref(),
-            self.config.as_ref(),
+            None,
             self.status_encryption,
             self.initialized,
-        )
+        );
+        if let Some(config) = self.config {
+            facts.decode_config_text(config).map_err(|_| {
+                ReviewError::NotJson("invalid JSON in spec.encryptionConfiguration".into())
+            })?;
+        }
+        Ok(facts)
     }
 }
 
@@ -388,8 +395,8 @@ pub fn review_detailed(
         .is_some_and(|k| k.kind != CLUSTER_KIND || k.group != CLUSTER_GROUP);
     let dry_run = req.dry_run.unwrap_or(false);
 
-    let mut new = req.object.map(ObjectIn::into_facts);
-    let old = req.old_object.map(ObjectIn::into_facts);
+    let mut new = req.object.map(ObjectIn::into_facts).transpose()?;
+    let old = req.old_object.map(ObjectIn::into_facts).transpose()?;
     let name = req
         .name
         .as_deref()
