@@ -204,11 +204,26 @@ fn deep_nesting_is_skipped_or_refused_never_a_crash() {
     );
     let r = review(Webhook::Validate, &body, &cfg).unwrap();
     assert!(r.summary.allowed);
-    // In a field it decodes: refused by serde_json's recursion limit, as a 400.
+    // An unknown field inside a decoded object: serde_json skips it without recursing.
     let body = spliced(
         r#""encryptionConfiguration":{"#,
         &format!(r#""encryptionConfiguration":{{"deep":{abyss},"#),
     );
+    assert!(
+        review(Webhook::Validate, &body, &cfg)
+            .unwrap()
+            .summary
+            .allowed
+    );
+    // A field it decodes: refused by serde_json's recursion limit, as a 400.
+    let body = spliced(
+        r#""encryptionConfiguration":{"#,
+        &format!(r#""encryptionConfiguration":{{"resources":{abyss},"#),
+    );
+    let body = String::from_utf8(body)
+        .unwrap()
+        .replacen(r#""resources":["secrets"],"#, "", 1)
+        .into_bytes();
     let err = review(Webhook::Validate, &body, &cfg).unwrap_err();
     assert!(matches!(err, ReviewError::NotJson(_)), "{err}");
 }
