@@ -63,10 +63,6 @@ impl RawJson {
     pub fn new(text: &str) -> Self {
         RawJson(text.to_owned())
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl PartialEq for RawJson {

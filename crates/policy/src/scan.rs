@@ -122,7 +122,8 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads the document's one value and checks nothing follows it.
-    pub fn whole(mut self) -> Result<&'a str, ScanError> {
+    #[cfg(test)]
+    fn whole(mut self) -> Result<&'a str, ScanError> {
         let span = self.value_span()?;
         self.end()?;
         Ok(span)
@@ -317,7 +318,8 @@ impl<'a> Scanner<'a> {
 
     /// The spans of the fields named in `names` (by position; `None` when absent) of the
     /// object at the cursor; `Ok(None)`, with the value skipped, when it is not an object.
-    pub fn fields<const N: usize>(
+    #[cfg(test)]
+    fn fields<const N: usize>(
         &mut self,
         names: [&str; N],
     ) -> Result<Option<[Option<&'a str>; N]>, ScanError> {
@@ -397,14 +399,6 @@ impl<'a> Scanner<'a> {
             false
         }
     }
-}
-
-/// [`Scanner::fields`] on a span already known to be one complete value.
-pub fn fields_of<'a, const N: usize>(
-    span: &'a str,
-    names: [&str; N],
-) -> Result<Option<[Option<&'a str>; N]>, ScanError> {
-    Scanner::over(span).fields(names)
 }
 
 #[cfg(test)]
@@ -578,11 +572,11 @@ mod tests {
         assert_eq!(missing, None);
         assert_eq!(sc.pos, text.len());
 
-        let [c] = fields_of(b.unwrap(), ["c"]).unwrap().unwrap();
+        let [c] = Scanner::over(b.unwrap()).fields(["c"]).unwrap().unwrap();
         assert_eq!(c, Some("[1,2]"));
         // Not an object: skipped, reported as such.
-        assert_eq!(fields_of("[1,2]", ["c"]).unwrap(), None);
-        assert_eq!(fields_of("\"s\"", ["c"]).unwrap(), None);
+        assert_eq!(Scanner::over("[1,2]").fields(["c"]).unwrap(), None);
+        assert_eq!(Scanner::over("\"s\"").fields(["c"]).unwrap(), None);
     }
 
     #[test]
