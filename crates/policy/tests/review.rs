@@ -260,3 +260,48 @@ fn a_field_given_twice_is_refused_and_escaped_names_are_read() {
     .unwrap();
     assert_eq!(escaped.summary, plain.summary);
 }
+
+#[test]
+fn decode_errors_and_denials_from_the_scanner_paths_never_quote_key_material() {
+    let cfg = PolicyConfig::default();
+    let key = "c2VjcmV0LWtleS1tYXRlcmlhbC1mb3ItdGVzdHMtMDE=";
+    let bodies = [
+        // Broken JSON right after the key: refused by the configuration decoder.
+        spliced(
+            r#""encryptionConfiguration":{"#,
+            &format!(
+                r#""encryptionConfiguration":{{"secretbox":{{"keys":[{{"name":"k","value":"{key}" x}}]}},"#
+            ),
+        ),
+        // The key where a boolean belongs: the lenient path's EAR000 denial.
+        spliced(
+            r#""encryptionConfiguration":{"#,
+            &format!(r#""encryptionConfiguration":{{"enabled":"{key}","#),
+        ),
+        // Given twice: refused by the scanner.
+        spliced(
+            r#""encryptionConfiguration":"#,
+            &format!(r#""encryptionConfiguration":{{"k":"{key}"}},"encryptionConfiguration":"#),
+        ),
+        // Not UTF-8 next to the key.
+        {
+            let mut b = spliced(
+                r#""encryptionConfiguration":{"#,
+                &format!(r#""encryptionConfiguration":{{"x":"{key}?","#),
+            );
+            let at = b.iter().position(|&c| c == b'?').unwrap();
+            b[at] = 0xff;
+            b
+        },
+    ];
+    for body in bodies {
+        let text = match review(Webhook::Validate, &body, &cfg) {
+            Ok(r) => String::from_utf8(r.body).unwrap() + &format!("{:?}", r.summary),
+            Err(e) => format!("{e} {e:?}"),
+        };
+        for window in key.as_bytes().windows(8) {
+            let w = std::str::from_utf8(window).unwrap();
+            assert!(!text.contains(w), "{w:?} leaked in {text}");
+        }
+    }
+}
