@@ -5,8 +5,9 @@
 //! `IgnoredAny` does) costs far more than deciding. This scanner walks only the objects on
 //! the way to the wanted fields and hands each wanted value to serde_json, which decodes
 //! and checks it fully. Everything else is skipped: a string by searching for its closing
-//! quote, a container by counting its own brackets outside strings, eight bytes at a time
-//! in a word or with memchr (SIMD) for long runs.
+//! quote, a container by counting its own brackets outside strings, 32 bytes per step
+//! with SSE2 compares (a step holding an escape goes byte by byte), and long strings with
+//! memchr.
 //!
 //! What is checked: the whole body is UTF-8; the objects walked have string keys, `:` and
 //! `,` where JSON puts them, and nothing follows the top-level value; a named field appears
@@ -20,7 +21,8 @@
 
 use std::borrow::Cow;
 
-/// Strings are searched a word at a time for this many bytes before memchr takes over.
+/// Strings and gaps are searched a block at a time for this many bytes before memchr takes
+/// over: most are short, and a block compare beats the setup of memchr's search there.
 const SHORT: usize = 64;
 
 /// Why the body is not JSON the scanner can walk; `at` is a byte offset.
@@ -41,65 +43,154 @@ pub struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
-    /// No `\\` anywhere: no string has an escape, so containers can be crossed a word at
-    /// a time (a quote always toggles in-string).
-    plain: bool,
 }
 
-/// The index of the first byte of `s` equal to one of `needles` (two or three of them).
-/// Most strings and gaps in an object are short: eight bytes at a time in a word (SWAR)
-/// beats the setup of a SIMD search there; long runs (certificates, JSON in annotations)
-/// go to memchr.
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+/// Sixteen bytes compared at once: which bytes of a block equal a given byte, as a bit mask
+/// (bit i for byte i). SSE2 on x86-64, where it is part of the baseline and `safe_arch`
+/// wraps the intrinsics (this crate has no unsafe code); eight bytes per word elsewhere.
+mod lanes {
+    pub const WIDTH: usize = 16;
 
-/// The high bit of each byte of `v` that equals `b`, exactly (no false positives).
-#[inline]
-fn bytes_equal(v: u64, b: u8) -> u64 {
-    let x = v ^ (ONES * u64::from(b));
-    !(((x & LOW7) + LOW7) | x | LOW7)
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    pub use sse2::Block;
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    pub use swar::Block;
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    pub mod sse2 {
+        use safe_arch::{
+            cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i,
+            set_splat_i8_m128i,
+        };
+
+        #[derive(Clone, Copy)]
+        pub struct Block(m128i);
+
+        impl Block {
+            #[inline(always)]
+            pub fn load(bytes: &[u8; super::WIDTH]) -> Self {
+                Block(load_unaligned_m128i(bytes))
+            }
+
+            #[inline(always)]
+            pub fn eq(self, byte: u8) -> u32 {
+                let equal = cmp_eq_mask_i8_m128i(self.0, set_splat_i8_m128i(byte as i8));
+                move_mask_i8_m128i(equal) as u32
+            }
+        }
+    }
+
+    /// The portable fallback, also built on x86-64 so the tests can hold it to SSE2.
+    #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+    pub mod swar {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+        #[derive(Clone, Copy)]
+        pub struct Block([u64; 2]);
+
+        /// The high bit of each byte of `v` that equals `b`, exactly (no false positives).
+        #[inline(always)]
+        fn bytes_equal(v: u64, b: u8) -> u64 {
+            let x = v ^ (ONES * u64::from(b));
+            !(((x & LOW7) + LOW7) | x | LOW7)
+        }
+
+        /// Byte i's high bit to bit i: the multiply lands each on its own bit of the top
+        /// byte, with no carries between them.
+        #[inline(always)]
+        fn gather(marks: u64) -> u32 {
+            ((marks >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+        }
+
+        impl Block {
+            #[inline(always)]
+            pub fn load(bytes: &[u8; super::WIDTH]) -> Self {
+                let (lo, hi) = bytes.split_at(8);
+                Block([
+                    u64::from_le_bytes(lo.try_into().expect("eight bytes")),
+                    u64::from_le_bytes(hi.try_into().expect("eight bytes")),
+                ])
+            }
+
+            #[inline(always)]
+            pub fn eq(self, byte: u8) -> u32 {
+                gather(bytes_equal(self.0[0], byte)) | gather(bytes_equal(self.0[1], byte)) << 8
+            }
+        }
+    }
 }
 
-/// How many bytes [`bytes_equal`] marked: a multiply sums the marks into the top byte
-/// (the baseline x86-64 target has no popcnt instruction).
-#[inline]
-fn marked_bytes(m: u64) -> usize {
-    ((m >> 7).wrapping_mul(ONES) >> 56) as usize
+use lanes::{Block, WIDTH};
+
+/// The block of `s` at `at`, which must have WIDTH bytes there.
+#[inline(always)]
+fn block_at(s: &[u8], at: usize) -> Block {
+    Block::load(s[at..at + WIDTH].try_into().expect("a whole block"))
 }
 
+/// The bytes of `block` equal to one of `needles`.
+#[inline(always)]
+fn any_of<const K: usize>(block: Block, needles: [u8; K]) -> u32 {
+    needles.iter().fold(0, |m, &n| m | block.eq(n))
+}
+
+/// Bytes crossed per step when skipping a container: four blocks, one bit each in a u64.
+const STEP: usize = 4 * WIDTH;
+
+/// Four blocks of the body.
+struct Step([Block; 4]);
+
+impl Step {
+    #[inline(always)]
+    fn load(s: &[u8], at: usize) -> Self {
+        let step: &[u8; STEP] = s[at..at + STEP].try_into().expect("a whole step");
+        Step(std::array::from_fn(|i| {
+            Block::load(step[i * WIDTH..][..WIDTH].try_into().expect("a block"))
+        }))
+    }
+
+    /// Bit i set when byte i equals `byte`.
+    #[inline(always)]
+    fn marks(&self, byte: u8) -> u64 {
+        self.0
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, b)| m | u64::from(b.eq(byte)) << (i * WIDTH))
+    }
+
+    /// Whether any byte equals `byte`.
+    #[inline(always)]
+    fn any(&self, byte: u8) -> bool {
+        self.marks(byte) != 0
+    }
+}
+
+/// The index of the first byte of `s` equal to one of `needles` (never NUL).
 #[inline]
 fn find_any<const K: usize>(s: &[u8], needles: [u8; K]) -> Option<usize> {
     let head = s.len().min(SHORT);
     let mut at = 0;
-    while at + 8 <= head {
-        let word: [u8; 8] = s[at..at + 8].try_into().expect("eight bytes");
-        let v = u64::from_le_bytes(word);
-        let mut m = 0;
-        for b in needles {
-            // High bit set in each byte equal to `b` (and possibly in bytes after the
-            // first match, which trailing_zeros never reaches).
-            let x = v ^ (ONES * u64::from(b));
-            m |= x.wrapping_sub(ONES) & !x & HIGH;
-        }
+    while at + WIDTH <= head {
+        let m = any_of(block_at(s, at), needles);
         if m != 0 {
-            return Some(at + (m.trailing_zeros() / 8) as usize);
+            return Some(at + m.trailing_zeros() as usize);
         }
-        at += 8;
+        at += WIDTH;
     }
-    while at < head {
-        if needles.contains(&s[at]) {
-            return Some(at);
-        }
-        at += 1;
+    if s.len() < SHORT {
+        // The last few bytes of the body, padded with NUL, which no needle equals.
+        let mut last = [0u8; WIDTH];
+        last[..s.len() - at].copy_from_slice(&s[at..]);
+        let m = any_of(Block::load(&last), needles);
+        return (m != 0).then(|| at + m.trailing_zeros() as usize);
     }
-    let tail = &s[head..];
     match *needles.as_slice() {
-        [a, b] => memchr::memchr2(a, b, tail),
-        [a, b, c] => memchr::memchr3(a, b, c, tail),
+        [a, b] => memchr::memchr2(a, b, &s[at..]),
+        [a, b, c] => memchr::memchr3(a, b, c, &s[at..]),
         _ => unreachable!("find_any takes two or three needles"),
     }
-    .map(|i| i + head)
+    .map(|i| i + at)
 }
 
 impl<'a> Scanner<'a> {
@@ -117,7 +208,6 @@ impl<'a> Scanner<'a> {
             text,
             bytes: text.as_bytes(),
             pos: 0,
-            plain: memchr::memchr(b'\\', text.as_bytes()).is_none(),
         }
     }
 
@@ -173,7 +263,24 @@ impl<'a> Scanner<'a> {
     }
 
     /// Past a string whose opening quote was just consumed; returns whether it had escapes.
+    #[inline]
     fn string_rest(&mut self) -> Result<bool, ScanError> {
+        // Most keys and values end within one block, without escapes.
+        if let Some(block) = self.bytes.get(self.pos..self.pos + WIDTH) {
+            let block = Block::load(block.try_into().expect("a block"));
+            let (quotes, escapes) = (block.eq(b'"'), block.eq(b'\\'));
+            let end = quotes.trailing_zeros(); // 32 when there is no quote
+            if end < 32 && escapes & ((1 << end) - 1) == 0 {
+                self.pos += end as usize + 1;
+                return Ok(false);
+            }
+        }
+        self.string_rest_searched()
+    }
+
+    /// [`Self::string_rest`] for strings longer than a block, with escapes, or at the end.
+    #[inline(never)]
+    fn string_rest_searched(&mut self) -> Result<bool, ScanError> {
         let mut escaped = false;
         loop {
             let found = find_any(&self.bytes[self.pos..], [b'"', b'\\']);
@@ -245,62 +352,65 @@ impl<'a> Scanner<'a> {
     /// Past the container whose opening bracket was just consumed.
     fn skip_container(&mut self, open: u8, close: u8) -> Result<(), ScanError> {
         let mut depth = 1usize;
-        if self.plain {
-            // Eight bytes per step: in each, mark quotes and brackets (the high bit of each
-            // matching byte), turn the quotes into an in-string mask by a prefix XOR, and
-            // count the brackets outside strings.
-            let mut in_string = 0u64;
-            while let Some(word) = self.bytes.get(self.pos..self.pos + 8) {
-                let v = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-                let mut strings = bytes_equal(v, b'"');
+        loop {
+            // Four blocks per step, starting outside any string: mark the quotes, brackets
+            // and backslashes (bit i for byte i); a prefix XOR turns the quotes into an
+            // in-string mask, and each bracket outside strings moves the depth. A step
+            // with a backslash (an escape, which a quote count cannot follow) goes to the
+            // byte-wise search below.
+            let mut in_string = 0u64; // all ones when the step starts inside a string
+            while self.pos + STEP <= self.bytes.len() {
+                let step = Step::load(self.bytes, self.pos);
+                if step.any(b'\\') {
+                    break;
+                }
+                let mut strings = step.marks(b'"');
+                strings ^= strings << 1;
+                strings ^= strings << 2;
+                strings ^= strings << 4;
                 strings ^= strings << 8;
                 strings ^= strings << 16;
                 strings ^= strings << 32;
                 strings ^= in_string;
-                let opens = bytes_equal(v, open) & !strings;
-                let closes = bytes_equal(v, close) & !strings;
-                let (n_open, n_close) = (marked_bytes(opens), marked_bytes(closes));
-                if n_close < depth {
-                    depth = depth + n_open - n_close;
-                } else {
-                    // The container may end in this word: take the brackets in order.
-                    let mut events = opens | closes;
-                    while events != 0 {
-                        let bit = events & events.wrapping_neg();
-                        if opens & bit != 0 {
-                            depth += 1;
-                        } else {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.pos += bit.trailing_zeros() as usize / 8 + 1;
-                                return Ok(());
-                            }
+                let closes = step.marks(close) & !strings;
+                let mut brackets = (step.marks(open) & !strings) | closes;
+                while brackets != 0 {
+                    let at = brackets.trailing_zeros();
+                    if closes >> at & 1 == 0 {
+                        depth += 1;
+                    } else {
+                        depth -= 1;
+                        if depth == 0 {
+                            self.pos += at as usize + 1;
+                            return Ok(());
                         }
-                        events ^= bit;
                     }
+                    brackets &= brackets - 1;
                 }
-                in_string = if strings & (1 << 63) != 0 { HIGH } else { 0 };
-                self.pos += 8;
+                in_string = 0u64.wrapping_sub(strings >> 63);
+                self.pos += STEP;
             }
+            // Byte-wise past that step (or to the end of the body), then blocks again.
             if in_string != 0 {
                 self.string_rest()?;
             }
-        }
-        loop {
-            let Some(i) = find_any(&self.bytes[self.pos..], [b'"', open, close]) else {
-                self.pos = self.bytes.len();
-                return Err(ScanError::Eof { at: self.pos });
-            };
-            self.pos += i + 1;
-            match self.bytes[self.pos - 1] {
-                b'"' => {
-                    self.string_rest()?;
-                }
-                b if b == open => depth += 1,
-                _ => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Ok(());
+            let resume = self.pos + STEP;
+            while self.pos < resume {
+                let Some(i) = find_any(&self.bytes[self.pos..], [b'"', open, close]) else {
+                    self.pos = self.bytes.len();
+                    return Err(ScanError::Eof { at: self.pos });
+                };
+                self.pos += i + 1;
+                match self.bytes[self.pos - 1] {
+                    b'"' => {
+                        self.string_rest()?;
+                    }
+                    b if b == open => depth += 1,
+                    _ => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -533,6 +643,61 @@ mod tests {
                 let truncated = Scanner::new(&doc.as_bytes()[..cut])
                     .and_then(|mut sc| sc.fields(["after", "b"]).map(drop).and_then(|()| sc.end()));
                 assert!(truncated.is_err(), "round {round}: {}", &doc[..cut]);
+            }
+        }
+    }
+
+    #[test]
+    fn every_alignment_of_strings_escapes_and_brackets() {
+        // Brackets inside strings, escaped quotes and strings that cross the 16- and
+        // 32-byte steps, at every offset from the start of a step.
+        let tail = r#""s":"a\"]}[{b","t":[{"u":"]"},[]],"v":"x{","w":{}"#;
+        let plain = r#""s":"a]}[{b","t":[{"u":"]\n"},[]],"v":"x{","w":{}"#;
+        for body in [tail, plain] {
+            for pad in 0..80 {
+                let doc = format!(r#"[{{"pad":"{}",{body}}},"z"]"#, "p".repeat(pad));
+                let parsed: serde_json::Value = serde_json::from_str(&doc).unwrap();
+                assert_eq!(skip(&doc).unwrap(), doc, "pad {pad}");
+                let inner = serde_json::to_string(&parsed[0]).unwrap();
+                let wrapped = format!(r#"{{"a":{inner},"b":"{}"}}"#, "q".repeat(pad));
+                let [a, b] = Scanner::new(wrapped.as_bytes())
+                    .unwrap()
+                    .fields(["a", "b"])
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(a, Some(inner.as_str()), "pad {pad}");
+                assert_eq!(b.map(str::len), Some(pad + 2), "pad {pad}");
+                // Unbalanced at every offset: one closing bracket short.
+                let short = &doc[..doc.len() - 1];
+                assert!(skip(short).is_err(), "pad {pad}");
+            }
+        }
+    }
+
+    /// The portable block compare must agree with SSE2 on every byte value.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn portable_lanes_agree_with_sse2() {
+        let mut seed = 11u64;
+        for _ in 0..20_000 {
+            let mut bytes = [0u8; WIDTH];
+            for b in &mut bytes {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // Mostly the bytes the scanner looks for, and their neighbours.
+                *b = match seed >> 62 {
+                    0 => (seed >> 40) as u8,
+                    _ => b"\"\\{}[]!#|~\x80\xff\x00"[(seed >> 33) as usize % 13],
+                };
+            }
+            for needle in 0..=255u8 {
+                let fast = lanes::sse2::Block::load(&bytes).eq(needle);
+                let portable = lanes::swar::Block::load(&bytes).eq(needle);
+                let expected = (0..WIDTH)
+                    .filter(|&i| bytes[i] == needle)
+                    .fold(0u32, |m, i| m | 1 << i);
+                assert_eq!((fast, portable), (expected, expected), "{bytes:?} {needle}");
             }
         }
     }
