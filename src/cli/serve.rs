@@ -66,10 +66,48 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .fmt_fields(text_fields())
+            .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard
+}
+
+/// Fields of a text line as `name=value`, the message bare. Written straight through
+/// (tracing-subscriber's default visitor styles each field name even with ANSI off, a
+/// tenth of a review's cost under load), and with control characters escaped, so a value
+/// taken from a request (a uid, a name) can never start a forged line.
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use std::fmt::Write as _;
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        if field.name() != "message" {
+            write!(writer, "{field}=")?;
+        }
+        write!(NoControl(writer), "{value:?}")
+    })
+    .delimited(" ")
+}
+
+/// Passes text through with control characters (newlines above all) escaped.
+struct NoControl<W>(W);
+
+impl<W: std::fmt::Write> std::fmt::Write for NoControl<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(char::is_control) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..]
+                .chars()
+                .next()
+                .expect("a char at a char boundary");
+            write!(self.0, "{}", c.escape_default())?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -112,4 +150,43 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn text_lines_escape_control_characters_in_values() {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(text_fields())
+            .with_writer(move || WriteTo(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let uid = "u-1\nFORGED verdict=allowed\r\u{7}";
+            tracing::info!(uid = %uid, name = "c1", verdict = "denied", latency_us = 7u64, "review");
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(r#"review uid=u-1\nFORGED verdict=allowed\r\u{7} name="c1" verdict="denied" latency_us=7"#),
+            "{text}"
+        );
+    }
+
+    struct WriteTo(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for WriteTo {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }
