@@ -84,7 +84,8 @@ fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'st
     use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
         if field.name() != "message" {
-            write!(writer, "{field}=")?;
+            writer.write_str(field.name())?;
+            writer.write_char('=')?;
         }
         write!(NoControl(writer), "{value:?}")
     })
@@ -96,6 +97,10 @@ struct NoControl<W>(W);
 
 impl<W: std::fmt::Write> std::fmt::Write for NoControl<W> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        // C0 controls and DEL are single bytes; C1 controls are encoded 0xC2 0x80..=0x9F.
+        if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+            return self.0.write_str(s);
+        }
         let mut rest = s;
         while let Some(at) = rest.find(char::is_control) {
             self.0.write_str(&rest[..at])?;
@@ -167,13 +172,13 @@ mod tests {
             .with_writer(move || WriteTo(sink.clone()))
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let uid = "u-1\nFORGED verdict=allowed\r\u{7}";
+            let uid = "u-1\nFORGED verdict=allowed\r\u{7}\u{85}é";
             tracing::info!(uid = %uid, name = "c1", verdict = "denied", latency_us = 7u64, "review");
         });
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
-            text.contains(r#"review uid=u-1\nFORGED verdict=allowed\r\u{7} name="c1" verdict="denied" latency_us=7"#),
+            text.contains(r#"review uid=u-1\nFORGED verdict=allowed\r\u{7}\u{85}é name="c1" verdict="denied" latency_us=7"#),
             "{text}"
         );
     }
