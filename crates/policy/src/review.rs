@@ -156,13 +156,11 @@ fn typed<'a, T: Deserialize<'a>>(
         .map_err(|_| ReviewError::NotJson(format!("unexpected type of {field}")))
 }
 
-/// The text of the value at the cursor, checked to be JSON (the scanner alone is lenient
-/// inside containers it skips).
+/// The text of the value at the cursor, checked against the whole JSON grammar (the
+/// scanner's skip is lenient inside containers).
 fn checked<'a>(sc: &mut Scanner<'a>, field: &str) -> Result<&'a str, ReviewError> {
-    let span = sc.value_span()?;
-    serde_json::from_str::<serde::de::IgnoredAny>(span)
-        .map_err(|_| ReviewError::NotJson(format!("invalid JSON in {field}")))?;
-    Ok(span)
+    sc.checked_span()
+        .map_err(|_| ReviewError::NotJson(format!("invalid JSON in {field}")))
 }
 
 fn text<'a>(sc: &mut Scanner<'a>, field: &str) -> Result<Option<Cow<'a, str>>, ReviewError> {

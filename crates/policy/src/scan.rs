@@ -59,7 +59,7 @@ mod lanes {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     pub mod sse2 {
         use safe_arch::{
-            cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, move_mask_i8_m128i,
+            cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, min_u8_m128i, move_mask_i8_m128i,
             set_splat_i8_m128i,
         };
 
@@ -76,6 +76,14 @@ mod lanes {
             pub fn eq(self, byte: u8) -> u32 {
                 let equal = cmp_eq_mask_i8_m128i(self.0, set_splat_i8_m128i(byte as i8));
                 move_mask_i8_m128i(equal) as u32
+            }
+
+            /// Bytes below `limit` (1..=128), compared unsigned: b <= limit - 1 exactly
+            /// when min(b, limit - 1) == b.
+            #[inline(always)]
+            pub fn below(self, limit: u8) -> u32 {
+                let floor = min_u8_m128i(self.0, set_splat_i8_m128i((limit - 1) as i8));
+                move_mask_i8_m128i(cmp_eq_mask_i8_m128i(floor, self.0)) as u32
             }
         }
     }
@@ -94,6 +102,14 @@ mod lanes {
         fn bytes_equal(v: u64, b: u8) -> u64 {
             let x = v ^ (ONES * u64::from(b));
             !(((x & LOW7) + LOW7) | x | LOW7)
+        }
+
+        /// The high bit of each byte of `v` below `limit` (1..=128), exactly: the low seven
+        /// bits plus 128 - limit carry into the high bit when they reach `limit`, and a
+        /// byte with its high bit set is never below.
+        #[inline(always)]
+        fn bytes_below(v: u64, limit: u8) -> u64 {
+            !(((v & LOW7) + ONES * u64::from(128 - limit)) | v) & !LOW7
         }
 
         /// Byte i's high bit to bit i: the multiply lands each on its own bit of the top
@@ -116,6 +132,12 @@ mod lanes {
             #[inline(always)]
             pub fn eq(self, byte: u8) -> u32 {
                 gather(bytes_equal(self.0[0], byte)) | gather(bytes_equal(self.0[1], byte)) << 8
+            }
+
+            /// Bytes below `limit` (1..=128), compared unsigned.
+            #[inline(always)]
+            pub fn below(self, limit: u8) -> u32 {
+                gather(bytes_below(self.0[0], limit)) | gather(bytes_below(self.0[1], limit)) << 8
             }
         }
     }
@@ -163,6 +185,39 @@ impl Step {
     #[inline(always)]
     fn any(&self, byte: u8) -> bool {
         self.marks(byte) != 0
+    }
+}
+
+/// The containers open around the cursor, one bit each (1 for an object), innermost in
+/// the low bit of `word`; each 64 levels spill into `outer`.
+#[derive(Default)]
+struct Containers {
+    word: u64,
+    depth: usize,
+    outer: Vec<u64>,
+}
+
+impl Containers {
+    fn push(&mut self, object: bool) {
+        if self.depth > 0 && self.depth.is_multiple_of(64) {
+            self.outer.push(self.word);
+            self.word = 0;
+        }
+        self.word = self.word << 1 | u64::from(object);
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) {
+        self.word >>= 1;
+        self.depth -= 1;
+        if self.depth > 0 && self.depth.is_multiple_of(64) {
+            self.word = self.outer.pop().expect("a spilled word per 64 levels");
+        }
+    }
+
+    /// `None` when no container is open.
+    fn innermost_is_object(&self) -> Option<bool> {
+        (self.depth > 0).then_some(self.word & 1 == 1)
     }
 }
 
@@ -265,23 +320,38 @@ impl<'a> Scanner<'a> {
     /// Past a string whose opening quote was just consumed; returns whether it had escapes.
     #[inline]
     fn string_rest(&mut self) -> Result<bool, ScanError> {
-        // A block at a time up to the closing quote; escapes and the last bytes of the
-        // body go to the byte-wise search.
+        self.string_rest_in::<false>()
+    }
+
+    /// [`Self::string_rest`], refusing raw control characters when `STRICT` (as the JSON
+    /// grammar does; the skip leaves them to the decoder of whatever is read).
+    #[inline(always)]
+    fn string_rest_in<const STRICT: bool>(&mut self) -> Result<bool, ScanError> {
+        let start = self.pos;
+        // A block at a time up to the closing quote; escapes, control characters and the
+        // last bytes of the body go to the byte-wise search.
         while let Some(block) = self.bytes.get(self.pos..self.pos + WIDTH) {
             let block = Block::load(block.try_into().expect("a block"));
             let (quotes, escapes) = (block.eq(b'"'), block.eq(b'\\'));
-            if quotes | escapes == 0 {
+            let stops = escapes | if STRICT { block.below(0x20) } else { 0 };
+            if quotes | stops == 0 {
                 self.pos += WIDTH;
                 continue;
             }
             let end = quotes.trailing_zeros(); // 32 when there is no quote
-            if end < 32 && escapes & ((1 << end) - 1) == 0 {
+            if end < 32 && stops & ((1 << end) - 1) == 0 {
                 self.pos += end as usize + 1;
                 return Ok(false);
             }
             break;
         }
-        self.string_rest_searched()
+        let escaped = self.string_rest_searched()?;
+        if STRICT {
+            if let Some(i) = self.bytes[start..self.pos].iter().position(|&b| b < 0x20) {
+                return Err(ScanError::Syntax { at: start + i });
+            }
+        }
+        Ok(escaped)
     }
 
     /// [`Self::string_rest`] for strings with escapes, or at the end of the body.
@@ -421,6 +491,116 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
+    }
+
+    /// The bytes of the next value, checked against the whole JSON grammar (what
+    /// serde_json accepts: punctuation, number syntax, no raw control characters in
+    /// strings) without building anything; for values that are kept as text and compared
+    /// later. Nothing recurses: any depth is checked in constant stack.
+    pub fn checked_span(&mut self) -> Result<&'a str, ScanError> {
+        self.ws();
+        let start = self.pos;
+        let mut open = Containers::default();
+        'value: loop {
+            self.ws();
+            match self.next_byte()? {
+                open_byte @ (b'{' | b'[') => {
+                    let close = if open_byte == b'{' { b'}' } else { b']' };
+                    self.ws();
+                    if self.bytes.get(self.pos) == Some(&close) {
+                        self.pos += 1;
+                    } else {
+                        open.push(open_byte == b'{');
+                        if open_byte == b'{' {
+                            self.checked_key()?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b'"' => self.checked_string_rest()?,
+                b't' => self.literal(b"rue")?,
+                b'f' => self.literal(b"alse")?,
+                b'n' => self.literal(b"ull")?,
+                b'-' => {
+                    let first = self.next_byte()?;
+                    self.number_rest(first)?
+                }
+                first @ b'0'..=b'9' => self.number_rest(first)?,
+                _ => {
+                    self.pos -= 1;
+                    return Err(ScanError::Syntax { at: self.pos });
+                }
+            }
+            // After a value: a comma continues the innermost container, a bracket closes it.
+            loop {
+                let Some(in_object) = open.innermost_is_object() else {
+                    return Ok(&self.text[start..self.pos]);
+                };
+                self.ws();
+                match (self.next_byte()?, in_object) {
+                    (b',', true) => {
+                        self.checked_key()?;
+                        continue 'value;
+                    }
+                    (b',', false) => continue 'value,
+                    (b'}', true) | (b']', false) => open.pop(),
+                    _ => {
+                        self.pos -= 1;
+                        return Err(ScanError::Syntax { at: self.pos });
+                    }
+                }
+            }
+        }
+    }
+
+    /// An object key and its colon, checked.
+    fn checked_key(&mut self) -> Result<(), ScanError> {
+        self.expect(b'"')?;
+        self.checked_string_rest()?;
+        self.expect(b':')
+    }
+
+    /// Past a string whose opening quote was just consumed, refusing raw control characters.
+    fn checked_string_rest(&mut self) -> Result<(), ScanError> {
+        self.string_rest_in::<true>().map(drop)
+    }
+
+    /// Past a number whose first digit is `first` (after an optional minus sign):
+    /// `0` or a non-zero digit and more, then an optional fraction and exponent.
+    fn number_rest(&mut self, first: u8) -> Result<(), ScanError> {
+        let digits = |sc: &mut Self| {
+            let start = sc.pos;
+            while let Some(b'0'..=b'9') = sc.bytes.get(sc.pos) {
+                sc.pos += 1;
+            }
+            sc.pos - start
+        };
+        match first {
+            b'0' => {}
+            b'1'..=b'9' => {
+                digits(self);
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(ScanError::Syntax { at: self.pos });
+            }
+        }
+        if self.bytes.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            if digits(self) == 0 {
+                return Err(self.syntax());
+            }
+        }
+        if let Some(b'e' | b'E') = self.bytes.get(self.pos) {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.bytes.get(self.pos) {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return Err(self.syntax());
+            }
+        }
+        Ok(())
     }
 
     /// The bytes of the next value, skipped over.
@@ -680,6 +860,116 @@ mod tests {
         }
     }
 
+    /// What `checked_span` accepts, serde_json accepts, and the other way round.
+    fn checked_agrees_with_serde_json(text: &str, what: &str) {
+        let ours = Scanner::over(text)
+            .checked_span()
+            .map(str::len)
+            .and_then(|len| {
+                let mut sc = Scanner::over(text);
+                sc.checked_span()?;
+                sc.end().map(|()| len)
+            });
+        let serde = serde_json::from_str::<serde::de::IgnoredAny>(text);
+        assert_eq!(
+            ours.is_ok(),
+            serde.is_ok(),
+            "{what}: {text:?} {ours:?} {serde:?}"
+        );
+        if ours.is_ok() {
+            assert_eq!(
+                ours,
+                Ok(text.trim_end().len() - (text.len() - text.trim_start().len())),
+                "{what}: {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checked_span_accepts_exactly_what_serde_json_accepts() {
+        for text in [
+            "0",
+            "-0",
+            "1.5e+3",
+            "1E5",
+            "-12.25e-7",
+            "1e400",
+            "[]",
+            "{}",
+            " [ 1 , {\"a\" : [ ] } ] ",
+            "\"\\u00e9\\n\"",
+            "true",
+            "null",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "--1",
+            "+1",
+            "[1 2]",
+            "[1,]",
+            "[,1]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{,}",
+            "{1:2}",
+            "[}",
+            "{]",
+            "\"a\u{1}b\"",
+            "\"a\tb\"",
+            "\"\\ud800\"",
+            "\"\\x\"",
+            "tru",
+            "nul",
+            "[true false]",
+            "{\"a\":1 \"b\":2}",
+            "[[[]]",
+            "[]]",
+            "\"",
+            "",
+        ] {
+            checked_agrees_with_serde_json(text, "table");
+        }
+        for depth in (120..140).chain([1000, 200_000]) {
+            let deep = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            checked_agrees_with_serde_json(&deep, "depth");
+            let deep = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            checked_agrees_with_serde_json(&deep, "depth");
+        }
+        // Random documents, and each with one character deleted, inserted or replaced.
+        let mut seed = 5u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let noise = [
+            '{', '}', '[', ']', ',', ':', '"', '0', '1', '-', '.', 'e', ' ', '\\', '\u{1}', 'a',
+            't', 'n',
+        ];
+        for round in 0..3000 {
+            let mut vseed = round as u64;
+            let v = random_value(&mut vseed, 0, round % 2 == 1);
+            let text = serde_json::to_string(&v).unwrap();
+            checked_agrees_with_serde_json(&text, "random");
+            let mut chars: Vec<char> = text.chars().collect();
+            let at = next() % chars.len();
+            match next() % 3 {
+                0 => {
+                    chars.remove(at);
+                }
+                1 => chars.insert(at, noise[next() % noise.len()]),
+                _ => chars[at] = noise[next() % noise.len()],
+            }
+            let mutated: String = chars.into_iter().collect();
+            checked_agrees_with_serde_json(&mutated, "mutated");
+        }
+    }
+
     /// The portable block compare must agree with SSE2 on every byte value.
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     #[test]
@@ -704,6 +994,18 @@ mod tests {
                     .filter(|&i| bytes[i] == needle)
                     .fold(0u32, |m, i| m | 1 << i);
                 assert_eq!((fast, portable), (expected, expected), "{bytes:?} {needle}");
+            }
+            for limit in 1..=128u8 {
+                let fast = lanes::sse2::Block::load(&bytes).below(limit);
+                let portable = lanes::swar::Block::load(&bytes).below(limit);
+                let expected = (0..WIDTH)
+                    .filter(|&i| bytes[i] < limit)
+                    .fold(0u32, |m, i| m | 1 << i);
+                assert_eq!(
+                    (fast, portable),
+                    (expected, expected),
+                    "{bytes:?} < {limit}"
+                );
             }
         }
     }
