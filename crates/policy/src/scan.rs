@@ -251,7 +251,7 @@ fn find_any<const K: usize>(s: &[u8], needles: [u8; K]) -> Option<usize> {
 impl<'a> Scanner<'a> {
     /// A scanner over `text`, which must be UTF-8 (checked here, once for the whole body).
     pub fn new(text: &'a [u8]) -> Result<Self, ScanError> {
-        let text = std::str::from_utf8(text).map_err(|e| ScanError::Utf8 {
+        let text = simdutf8::compat::from_utf8(text).map_err(|e| ScanError::Utf8 {
             at: e.valid_up_to(),
         })?;
         Ok(Scanner::over(text))
