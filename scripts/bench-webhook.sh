@@ -95,26 +95,37 @@ pids+=("$!")
 wait_port "$cport"
 
 run_wrk() { wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/post.lua" "https://localhost:$1$2"; }
+# CPU time (user + system, clock ticks) a server process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick_hz=$(getconf CLK_TCK)
 
 echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) before the run" >&2
+ceiling_pid=${pids[-1]}
 echo "== ceiling: fixed reply on the same TLS stack" >&2
+c0=$(cpu_ticks "$ceiling_pid")
 run_wrk "$cport" /validate | tee "$work/ceiling.txt"
+c_ticks=$(( $(cpu_ticks "$ceiling_pid") - c0 ))
 echo "== eargate serve /validate" >&2
+e0=$(cpu_ticks "$eargate_pid")
 run_wrk "$port" /validate | tee "$work/eargate.txt"
+e_ticks=$(( $(cpu_ticks "$eargate_pid") - e0 ))
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$eargate_pid/status")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 pct() { awk -v p="$2" '$1 == p {print $2}' "$1"; }
 errors() { grep -E 'Socket errors|Non-2xx' "$1" | grep -oE '[0-9]+' | awk '{s += $1} END {print s + 0}'; }
+# Server CPU per request (µs): what the review costs on top of the transport, less sensitive
+# to how much of the shared cores the machine gives this run than req/s and latency are.
+cpu_us() { awk -v t="$1" -v hz="$tick_hz" -v n="$(awk '/requests in/ {print $1}' "$2")" 'BEGIN {printf "%.0f", t * 1e6 / hz / n}'; }
 c_rps=$(rps "$work/ceiling.txt"); e_rps=$(rps "$work/eargate.txt")
 ratio=$(awk -v e="$e_rps" -v c="$c_rps" 'BEGIN {printf "%.0f", 100*e/c}')
 reviews=$(grep -c '"review"\| review ' "$work/eargate.log" || true)
 review_bytes=$(wc -c < "$work/review.json")
 echo
 echo "bench-webhook: review ${review_bytes} B (UPDATE, rotation step 1), ${CONNECTIONS} connections, ${DURATION}, keep-alive TLS (wrk, HTTP/1.1)"
-printf '%-10s %12s %10s %10s %8s\n' "" "req/s" "p50" "p99" "errors"
-printf '%-10s %12s %10s %10s %8s\n' ceiling "$c_rps" "$(pct "$work/ceiling.txt" 50%)" "$(pct "$work/ceiling.txt" 99%)" "$(errors "$work/ceiling.txt")"
-printf '%-10s %12s %10s %10s %8s\n' eargate "$e_rps" "$(pct "$work/eargate.txt" 50%)" "$(pct "$work/eargate.txt" 99%)" "$(errors "$work/eargate.txt")"
+printf '%-10s %12s %10s %10s %8s %14s\n' "" "req/s" "p50" "p99" "errors" "cpu µs/req"
+printf '%-10s %12s %10s %10s %8s %14s\n' ceiling "$c_rps" "$(pct "$work/ceiling.txt" 50%)" "$(pct "$work/ceiling.txt" 99%)" "$(errors "$work/ceiling.txt")" "$(cpu_us "$c_ticks" "$work/ceiling.txt")"
+printf '%-10s %12s %10s %10s %8s %14s\n' eargate "$e_rps" "$(pct "$work/eargate.txt" 50%)" "$(pct "$work/eargate.txt" 99%)" "$(errors "$work/eargate.txt")" "$(cpu_us "$e_ticks" "$work/eargate.txt")"
 echo "eargate: ${ratio}% of the ceiling's throughput; peak RSS $((rss_kib / 1024)) MiB (${rss_kib} KiB); ${reviews} review log lines; load average after: ${load_after}"
 echo "targets: >= 50% of ceiling, p99 < 5 ms, peak RSS < 32 MiB, 0 errors"
