@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight requests may run after SIGTERM.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers, and then its body: what
+/// kube-apiserver waits for a webhook by default (the chart sets 5 s), so no real caller is
+/// cut off, while a client that trickles bytes cannot hold a connection and its buffers.
+pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decides one review. The server calls the policy through this so tests can inject
 /// faults (a panicking reviewer) without a test-only route in the real server.
@@ -58,6 +62,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     pub cert_poll_interval: Duration,
     pub drain_timeout: Duration,
+    /// Limit on reading a request's headers, and separately its body (HTTP/1.1 headers:
+    /// the connection is closed; a body: 408).
+    pub request_read_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -70,6 +77,7 @@ impl ServeConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             cert_poll_interval: DEFAULT_CERT_POLL_INTERVAL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
         }
     }
 }
@@ -99,6 +107,7 @@ struct AppState {
     store: Arc<CertStore>,
     draining: AtomicBool,
     max_body_bytes: usize,
+    request_read_timeout: Duration,
 }
 
 /// The admission routes on the TLS port.
@@ -175,6 +184,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 enum BodyError {
     TooLarge,
     Broken,
+    TooSlow,
 }
 
 /// Reads at most `max` bytes; stops at the first byte over the limit without reading on.
@@ -265,8 +275,22 @@ async fn admit(state: Arc<AppState>, webhook: Webhook, req: Request) -> Response
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_body(req.into_body(), declared, state.max_body_bytes).await {
+    let read = read_body(req.into_body(), declared, state.max_body_bytes);
+    let body = match tokio::time::timeout(state.request_read_timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TooSlow))
+    {
         Ok(body) => body,
+        Err(BodyError::TooSlow) => {
+            return reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "read_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    state.request_read_timeout.as_secs_f64()
+                ),
+            )
+        }
         Err(BodyError::TooLarge) => {
             return reject(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -430,16 +454,21 @@ pub async fn start(
         store: store.clone(),
         draining: AtomicBool::new(false),
         max_body_bytes: config.max_body_bytes,
+        request_read_timeout: config.request_read_timeout,
     });
 
     let listener = bind_std(config.listen)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(
+    let mut server = axum_server::from_tcp_rustls(
         listener,
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls_config)),
     )?
     .handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(config.request_read_timeout));
     let app = router(state.clone());
     let server = tokio::spawn(async move { server.serve(app.into_make_service()).await });
 

@@ -383,6 +383,74 @@ async fn raw_tls(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::
 
 use rustls::pki_types::pem::PemObject as _;
 
+/// What the server sends on `tls` until it has sent a whole head, closed, or `wait` passed.
+async fn read_head(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    wait: Duration,
+) -> (String, bool) {
+    let mut got = Vec::new();
+    let mut closed = false;
+    let _ = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_trickle_a_request_are_cut_off() {
+    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
+        c.request_read_timeout = Duration::from_millis(500)
+    })
+    .await;
+
+    // Headers that never end: the connection is closed, with nothing answered.
+    let mut tls = raw_tls(&server).await;
+    tls.write_all(b"POST /validate HTTP/1.1\r\nhost: localhost\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let started = std::time::Instant::now();
+    let (text, closed) = read_head(&mut tls, Duration::from_secs(5)).await;
+    assert!(closed, "still open after {:?}: {text:?}", started.elapsed());
+    assert!(!text.starts_with("HTTP/1.1 2"), "{text}");
+
+    // A body that stops short of its length: 408, within the limit.
+    let mut tls = raw_tls(&server).await;
+    let head = "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"apiVersion\":";
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let started = std::time::Instant::now();
+    let (text, _) = read_head(&mut tls, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"code="408""#),
+        "the 408 is counted:\n{metrics}"
+    );
+
+    // A client that keeps its pace is not affected.
+    let (status, _) = server.post("/validate", &json!({"kind": "x"})).await;
+    assert_eq!(status, 400);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_without_reading_the_rest() {
     let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
