@@ -187,6 +187,35 @@ enum BodyError {
     TooSlow,
 }
 
+impl BodyError {
+    /// The status, the metric/log reason and the text the client gets.
+    fn reply(&self, state: &AppState) -> (StatusCode, &'static str, String) {
+        match self {
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "request body over the limit of {} bytes (--max-body-bytes)",
+                    state.max_body_bytes
+                ),
+            ),
+            BodyError::Broken => (
+                StatusCode::BAD_REQUEST,
+                "body_read",
+                "could not read the request body".into(),
+            ),
+            BodyError::TooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "read_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    state.request_read_timeout.as_secs_f64()
+                ),
+            ),
+        }
+    }
+}
+
 /// Reads at most `max` bytes; stops at the first byte over the limit without reading on.
 async fn read_body(body: Body, declared: Option<u64>, max: usize) -> Result<Vec<u8>, BodyError> {
     if declared.is_some_and(|len| len > max as u64) {
@@ -281,32 +310,9 @@ async fn admit(state: Arc<AppState>, webhook: Webhook, req: Request) -> Response
         .unwrap_or(Err(BodyError::TooSlow))
     {
         Ok(body) => body,
-        Err(BodyError::TooSlow) => {
-            return reject(
-                StatusCode::REQUEST_TIMEOUT,
-                "read_timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    state.request_read_timeout.as_secs_f64()
-                ),
-            )
-        }
-        Err(BodyError::TooLarge) => {
-            return reject(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "request body over the limit of {} bytes (--max-body-bytes)",
-                    state.max_body_bytes
-                ),
-            )
-        }
-        Err(BodyError::Broken) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "body_read",
-                "could not read the request body".into(),
-            )
+        Err(err) => {
+            let (code, reason, text) = err.reply(&state);
+            return reject(code, reason, text);
         }
     };
 
