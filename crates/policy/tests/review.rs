@@ -283,6 +283,16 @@ fn decode_errors_and_denials_from_the_scanner_paths_never_quote_key_material() {
             r#""encryptionConfiguration":"#,
             &format!(r#""encryptionConfiguration":{{"k":"{key}"}},"encryptionConfiguration":"#),
         ),
+        // Broken grammar inside status.encryption, which the strict walk checks: a raw
+        // control character after the key, and a missing comma next to it.
+        spliced(
+            r#""encryption":{"#,
+            &format!("\"encryption\":{{\"activeKey\":\"{key}\u{1}\","),
+        ),
+        spliced(
+            r#""encryption":{"#,
+            &format!(r#""encryption":{{"encryptedResources":["{key}" "x"],"#),
+        ),
         // Not UTF-8 next to the key.
         {
             let mut b = spliced(
@@ -294,11 +304,14 @@ fn decode_errors_and_denials_from_the_scanner_paths_never_quote_key_material() {
             b
         },
     ];
-    for body in bodies {
+    for (i, body) in bodies.into_iter().enumerate() {
         let text = match review(Webhook::Validate, &body, &cfg) {
             Ok(r) => String::from_utf8(r.body).unwrap() + &format!("{:?}", r.summary),
             Err(e) => format!("{e} {e:?}"),
         };
+        if matches!(i, 3 | 4) {
+            assert!(text.contains("invalid JSON in status.encryption"), "{text}");
+        }
         for window in key.as_bytes().windows(8) {
             let w = std::str::from_utf8(window).unwrap();
             assert!(!text.contains(w), "{w:?} leaked in {text}");
