@@ -110,13 +110,39 @@ pub struct Etcd {
     pub tls: Option<TlsFiles>,
 }
 
+/// Held while an etcd starts. Ports are picked by binding port 0 and letting go, so two
+/// etcds started at once by parallel tests could be handed the same port: one would exit and
+/// its test would talk to the other's listener. Serialized, a port is bound by its etcd
+/// before the next test picks one.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Etcd {
-    /// Starts etcd, or returns `None` (after a loud skip) when it is not installed.
+    /// Starts etcd, or returns `None` (after a loud skip) when it is not installed. Retries
+    /// with fresh ports when etcd exits at start (a port taken by another process).
     pub fn start(with_tls: bool) -> Option<Etcd> {
         let binary = which("etcd");
         if !require_tool("etcd (Debian etcd-server)", binary.is_some()) {
             return None;
         }
+        let binary = binary.unwrap();
+        let _starting = STARTING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            match Self::spawn(&binary, with_tls) {
+                Ok(etcd) => return Some(etcd),
+                Err(log) if attempt < ATTEMPTS => {
+                    eprintln!("etcd exited at start (attempt {attempt}), retrying; its log:\n{log}")
+                }
+                Err(log) => panic!("etcd did not start in {ATTEMPTS} attempts; its log:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics on its last attempt")
+    }
+
+    /// One start on fresh ports; `Err` carries etcd's log when it exited before serving.
+    fn spawn(binary: &Path, with_tls: bool) -> Result<Etcd, String> {
         let dir = tempfile::tempdir().unwrap();
         let tls = with_tls.then(|| make_tls(dir.path()));
         let (client_port, peer_port) = (free_port(), free_port());
@@ -124,7 +150,7 @@ impl Etcd {
         let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let mut cmd = Command::new(binary.unwrap());
+        let mut cmd = Command::new(binary);
         cmd.arg("--name=test")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={endpoint}"))
@@ -144,28 +170,45 @@ impl Etcd {
                 .arg("--client-cert-auth");
         }
         let child = cmd.spawn().expect("start etcd");
-        let etcd = Etcd {
+        let mut etcd = Etcd {
             child,
             endpoint,
             dir,
             tls,
         };
-        etcd.wait_ready(client_port);
-        Some(etcd)
+        etcd.wait_ready(&[client_port, peer_port])?;
+        Ok(etcd)
     }
 
-    fn wait_ready(&self, port: u16) {
+    /// Waits until both ports answer and etcd is still running a moment later (it exits when
+    /// a port it wants is taken, and the port may then answer for someone else).
+    fn wait_ready(&mut self, ports: &[u16]) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let answers = |port: &u16| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok();
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                // The port answers; give the single-member cluster a moment to elect itself.
+            if self.exited() {
+                return Err(self.log());
+            }
+            if ports.iter().all(answers) {
+                // Give the single-member cluster a moment to elect itself.
                 std::thread::sleep(Duration::from_millis(300));
-                return;
+                return if self.exited() {
+                    Err(self.log())
+                } else {
+                    Ok(())
+                };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-        panic!("etcd did not start within 30s; its log:\n{log}");
+        panic!("etcd did not start within 30s; its log:\n{}", self.log());
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
     /// A target for eargate's client.
