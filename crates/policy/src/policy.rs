@@ -143,11 +143,27 @@ fn v(
     }
 }
 
-fn who(i: usize, key: &SecretboxKey) -> String {
-    if key.name.is_empty() {
-        format!("key #{i} (unnamed)")
-    } else {
-        format!("key {:?}", key.name)
+/// How a message names keys[i]: by its name, or by position when it has none. Formatted
+/// only into a message, so admitting an edit allocates nothing for it.
+struct Who<'a>(usize, &'a SecretboxKey);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Who(i, key) = self;
+        if key.name.is_empty() {
+            write!(f, "key #{i} (unnamed)")
+        } else {
+            write!(f, "key {:?}", key.name)
+        }
+    }
+}
+
+/// The field path of keys[i], formatted only into a violation.
+struct KeyPath(usize);
+
+impl std::fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{KEYS}[{}]", self.0)
     }
 }
 
@@ -193,11 +209,17 @@ pub fn validate(req: &Request<'_>) -> Decision {
     }
     let old_normalized;
     let old = match (req.operation, req.old) {
+        // The stored object as the mutating webhook would have left it; copied only when
+        // that changes something (an object stored before eargate guarded the cluster).
         (Operation::Update, Some(old)) if old.problems.is_empty() => {
-            let mut o = old.clone();
-            o.apply_defaults();
-            old_normalized = o;
-            Some(&old_normalized)
+            if old.normalized_resources().is_none() {
+                Some(old)
+            } else {
+                let mut o = old.clone();
+                o.apply_defaults();
+                old_normalized = o;
+                Some(&old_normalized)
+            }
         }
         (Operation::Update, Some(_)) => {
             d.warnings.push(
@@ -245,9 +267,9 @@ fn static_rules(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision
         ));
     }
     for (i, key) in keys.iter().enumerate() {
-        let path = format!("{KEYS}[{i}]");
+        let path = KeyPath(i);
         let name = (!key.name.is_empty()).then_some(key.name.as_str());
-        let who = who(i, key);
+        let who = Who(i, key);
         // EAR003: names.
         if key.name.is_empty() {
             d.violations.push(v(
@@ -275,13 +297,13 @@ fn static_rules(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision
         match (&key.value, &key.secret_ref) {
             (Some(_), Some(_)) => d.violations.push(v(
                 &rules::EAR003,
-                path.clone(),
+                path.to_string(),
                 name,
                 format!("{who}: has both value and secretRef; keep exactly one (secretRef is recommended)"),
             )),
             (None, None) => d.violations.push(v(
                 &rules::EAR003,
-                path.clone(),
+                path.to_string(),
                 name,
                 format!("{who}: has neither value nor secretRef; set secretRef to a Secret in the control-plane namespace (or value, {KEYGEN_HINT})"),
             )),
@@ -528,7 +550,7 @@ fn inline_warnings(new: &ClusterFacts, d: &mut Decision) {
         if key.value.is_some() {
             d.warnings.push(format!(
                 "{KEYS}[{i}].value: {} carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
-                who(i, key)
+                Who(i, key)
             ));
         }
     }
