@@ -127,14 +127,14 @@ where
             }
             Ok(TermEnd::Shutdown) => {
                 metrics.set_leader(false);
-                return release(&manager, &config).await;
+                return release(manager, &config).await;
             }
             Err(err) => {
                 metrics.set_leader(false);
                 warn!(lease = %config.name, error = %err, "leader election failed; standing by");
                 tokio::select! {
                     () = tokio::time::sleep(RETRY_AFTER_ERROR) => {}
-                    () = &mut shutdown => return release(&manager, &config).await,
+                    () = &mut shutdown => return release(manager, &config).await,
                 }
             }
         }
@@ -155,17 +155,34 @@ async fn build_manager(
         .await
 }
 
-async fn release(manager: &LeaseManager, config: &LeaderConfig) -> Result<(), LeaderError> {
-    manager
-        .release()
-        .await
-        .map_err(|source| LeaderError::Release {
+/// Clears the Lease so a standby need not wait for it to run out.
+///
+/// kube-lease-manager 0.13 panics (`unreachable!`) when the release PATCH is answered 409
+/// Conflict, i.e. someone else changed the Lease in between. The release runs in its own
+/// task so that panic is caught: the Lease is then left to run out on its own, which is
+/// what would happen if this process had died, and shutdown goes on.
+async fn release(manager: LeaseManager, config: &LeaderConfig) -> Result<(), LeaderError> {
+    match tokio::spawn(async move { manager.release().await }).await {
+        Ok(Ok(())) => {
+            info!(lease = %config.name, identity = %config.identity, "released the leader Lease");
+            Ok(())
+        }
+        Ok(Err(source)) => Err(LeaderError::Release {
             namespace: config.namespace.clone(),
             name: config.name.clone(),
             source,
-        })?;
-    info!(lease = %config.name, identity = %config.identity, "released the leader Lease");
-    Ok(())
+        }),
+        Err(join) => {
+            warn!(
+                lease = %config.name,
+                identity = %config.identity,
+                expires_in_seconds = config.duration_seconds,
+                panicked = join.is_panic(),
+                "the Lease changed while it was being released; leaving it to run out"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Waits to become leader, then runs `work` until leadership is lost, `work` ends, or

@@ -137,6 +137,72 @@ async fn acquires_runs_work_and_releases_the_lease_on_shutdown() {
     assert!(metrics.encode().contains("eargate_leader 0"));
 }
 
+/// Starts the election loop with work that never ends; returns the task, a stop switch and
+/// the metrics.
+fn start_forever(
+    client: kube::Client,
+) -> (
+    tokio::task::JoinHandle<Result<(), LeaderError>>,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<Metrics>,
+) {
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let m = metrics.clone();
+    let task = tokio::spawn(async move {
+        run_with_leader_election(
+            client,
+            LeaderConfig::new(NS, NAME, ID),
+            &m,
+            async {
+                let _ = stop_rx.await;
+            },
+            || std::future::pending::<()>(),
+        )
+        .await
+    });
+    (task, stop_tx, metrics)
+}
+
+#[tokio::test]
+async fn a_conflict_while_releasing_ends_cleanly_and_leaves_the_lease_to_run_out() {
+    let (client, mut api) = mock_client();
+    let (task, stop_tx, metrics) = start_forever(client);
+    acquire(&mut api, 15).await;
+    stop_tx.send(()).unwrap();
+    // Another writer changed the Lease between our read and our release.
+    api.expect(Method::PATCH, LEASE).await.status_error(
+        409,
+        "Conflict",
+        "Operation cannot be fulfilled on leases.coordination.k8s.io \"eargate-reconciler\": the object has been modified",
+    );
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("election loop did not stop")
+        .expect("the election loop panicked on a 409 while releasing");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(metrics.encode().contains("eargate_leader 0"));
+}
+
+#[tokio::test]
+async fn an_api_error_while_releasing_is_reported() {
+    let (client, mut api) = mock_client();
+    let (task, stop_tx, _metrics) = start_forever(client);
+    acquire(&mut api, 15).await;
+    stop_tx.send(()).unwrap();
+    api.expect(Method::PATCH, LEASE)
+        .await
+        .status_error(403, "Forbidden", "leases is forbidden");
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("election loop did not stop")
+        .unwrap();
+    assert!(
+        matches!(result, Err(LeaderError::Release { .. })),
+        "{result:?}"
+    );
+}
+
 /// Dropped when the work future is cancelled.
 struct CountDrop(Arc<AtomicUsize>);
 impl Drop for CountDrop {
