@@ -157,7 +157,7 @@ fn start_forever(
             async {
                 let _ = stop_rx.await;
             },
-            || std::future::pending::<()>(),
+            std::future::pending::<()>,
         )
         .await
     });
