@@ -137,10 +137,11 @@ async fn acquires_runs_work_and_releases_the_lease_on_shutdown() {
     assert!(metrics.encode().contains("eargate_leader 0"));
 }
 
-/// Starts the election loop with work that never ends; returns the task, a stop switch and
-/// the metrics.
-fn start_forever(
+/// The election loop with work that never ends, started and played up to "leading and
+/// working" (so the next call is the release): the task, a stop switch and the metrics.
+async fn leading_forever(
     client: kube::Client,
+    api: &mut ApiServerVerifier,
 ) -> (
     tokio::task::JoinHandle<Result<(), LeaderError>>,
     tokio::sync::oneshot::Sender<()>,
@@ -148,6 +149,8 @@ fn start_forever(
 ) {
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut started_tx = Some(started_tx);
     let m = metrics.clone();
     let task = tokio::spawn(async move {
         run_with_leader_election(
@@ -157,18 +160,27 @@ fn start_forever(
             async {
                 let _ = stop_rx.await;
             },
-            std::future::pending::<()>,
+            move || {
+                if let Some(tx) = started_tx.take() {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<()>()
+            },
         )
         .await
     });
+    acquire(api, 15).await;
+    tokio::time::timeout(Duration::from_secs(5), started_rx)
+        .await
+        .expect("work did not start after the Lease was acquired")
+        .unwrap();
     (task, stop_tx, metrics)
 }
 
 #[tokio::test]
 async fn a_conflict_while_releasing_ends_cleanly_and_leaves_the_lease_to_run_out() {
     let (client, mut api) = mock_client();
-    let (task, stop_tx, metrics) = start_forever(client);
-    acquire(&mut api, 15).await;
+    let (task, stop_tx, metrics) = leading_forever(client, &mut api).await;
     stop_tx.send(()).unwrap();
     // Another writer changed the Lease between our read and our release.
     api.expect(Method::PATCH, LEASE).await.status_error(
@@ -187,8 +199,7 @@ async fn a_conflict_while_releasing_ends_cleanly_and_leaves_the_lease_to_run_out
 #[tokio::test]
 async fn an_api_error_while_releasing_is_reported() {
     let (client, mut api) = mock_client();
-    let (task, stop_tx, _metrics) = start_forever(client);
-    acquire(&mut api, 15).await;
+    let (task, stop_tx, _metrics) = leading_forever(client, &mut api).await;
     stop_tx.send(()).unwrap();
     api.expect(Method::PATCH, LEASE)
         .await
