@@ -81,37 +81,7 @@ async fn acquire(api: &mut ApiServerVerifier, duration: u64) {
 #[tokio::test]
 async fn acquires_runs_work_and_releases_the_lease_on_shutdown() {
     let (client, mut api) = mock_client();
-    let metrics = Arc::new(Metrics::new());
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut started_tx = Some(started_tx);
-    let m = metrics.clone();
-    let task = tokio::spawn(async move {
-        run_with_leader_election(
-            client,
-            LeaderConfig::new(NS, NAME, ID),
-            &m,
-            async {
-                let _ = stop_rx.await;
-            },
-            move || {
-                let tx = started_tx.take();
-                async move {
-                    if let Some(tx) = tx {
-                        let _ = tx.send(());
-                    }
-                    std::future::pending::<()>().await
-                }
-            },
-        )
-        .await
-    });
-
-    acquire(&mut api, 15).await;
-    tokio::time::timeout(Duration::from_secs(5), started_rx)
-        .await
-        .expect("work did not start after the Lease was acquired")
-        .unwrap();
+    let (task, stop_tx, metrics) = leading_forever(client, &mut api).await;
     assert!(metrics.encode().contains("eargate_leader 1"));
 
     // SIGTERM: the holder clears the Lease so a standby need not wait for it to expire.
