@@ -52,6 +52,24 @@ fn run(w: &mut World) -> Vec<Option<EncryptionPhase>> {
     seen
 }
 
+/// The Event and the Reconciled condition of a step into `reason`'s phase.
+fn assert_transition(w: &World, reason: &str, note_start: &str, condition_start: &str) {
+    let (_, note) = w
+        .events
+        .iter()
+        .rev()
+        .find(|(r, _)| r == reason)
+        .unwrap_or_else(|| panic!("no {reason} Event in {:?}", w.events));
+    assert!(note.starts_with(note_start), "{note:?}");
+    let cond = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("True", Some(reason))
+    );
+    let message = cond.message.as_deref().unwrap_or_default();
+    assert!(message.starts_with(condition_start), "{message:?}");
+}
+
 fn enabled_world() -> World {
     let mut w = World::new(3);
     w.set_spec(Some(enc(true, &["secrets"], &[1])));
@@ -70,6 +88,12 @@ fn enable_stages_the_key_as_reader_first_then_encrypts() {
     w.set_spec(Some(enc(true, &["secrets"], &[1])));
     w.reconcile();
     assert_eq!(w.phase(), Some(Pending));
+    assert_transition(
+        &w,
+        "Pending",
+        "(none) -> Pending: new encryption configuration ",
+        "rolling out config ",
+    );
     assert_eq!(
         w.condition(names::CONDITION_ENCRYPTION_INITIALIZED)
             .unwrap()
@@ -93,6 +117,12 @@ fn enable_stages_the_key_as_reader_first_then_encrypts() {
     w.roll_all();
     w.reconcile();
     assert_eq!(w.phase(), Some(EncryptionNeeded));
+    assert_transition(
+        &w,
+        "EncryptionNeeded",
+        "Pending -> EncryptionNeeded: stored data moves from identity to secretbox/key-1",
+        "re-encrypting for config ",
+    );
     assert_eq!(w.jobs.len(), 1);
     w.reconcile();
     assert_eq!(w.jobs.len(), 1, "one Job per config hash");
