@@ -84,6 +84,28 @@ impl<'a> Out<'a> {
         });
     }
 
+    /// A step forward in the rollout: the phase `to` in status.encryption (data state kept),
+    /// the Reconciled condition saying what is under way (`progress`, left out while a
+    /// drift message owns the condition) and a Normal Event "`from` -> `to`: `why`".
+    fn enter(
+        &mut self,
+        status: Option<&ClusterEncryptionStatus>,
+        from: Option<EncryptionPhase>,
+        to: EncryptionPhase,
+        progress: Option<String>,
+        why: String,
+    ) {
+        if let Some(progress) = progress {
+            self.condition(CONDITION_ENCRYPTION_RECONCILED, true, to.as_str(), progress);
+        }
+        self.status(EncryptionStatusChange::Set(with_phase(status, to)));
+        self.event(
+            EventType::Normal,
+            to.as_str(),
+            format!("{} -> {}: {why}", phase_name(from), to.as_str()),
+        );
+    }
+
     fn finish(mut self, tail: Option<Action>) -> Vec<Action> {
         self.status(EncryptionStatusChange::Keep);
         self.actions.extend(tail);
@@ -354,26 +376,14 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
                     "encryption at rest is being configured".to_owned(),
                 );
             }
-            if drift_msgs.is_empty() {
-                out.condition(
-                    CONDITION_ENCRYPTION_RECONCILED,
-                    true,
-                    "Pending",
-                    format!("rolling out config {}", next.hash),
-                );
-            }
-            out.status(EncryptionStatusChange::Set(with_phase(
+            out.enter(
                 status,
+                phase,
                 EncryptionPhase::Pending,
-            )));
-            out.event(
-                EventType::Normal,
-                "Pending",
-                format!(
-                    "{} -> Pending: new encryption configuration {}",
-                    phase_name(phase),
-                    next.hash
-                ),
+                drift_msgs
+                    .is_empty()
+                    .then(|| format!("rolling out config {}", next.hash)),
+                format!("new encryption configuration {}", next.hash),
             );
         }
         out.actions.push(Action::WriteConfigSecret {
@@ -486,27 +496,14 @@ pub fn plan(o: &Observed, s: &Settings) -> Vec<Action> {
 
     // 4. Stored data must be rewritten with the new writer.
     if phase != Some(EncryptionPhase::EncryptionNeeded) {
-        if drift_msgs.is_empty() {
-            out.condition(
-                CONDITION_ENCRYPTION_RECONCILED,
-                true,
-                "EncryptionNeeded",
-                format!("re-encrypting for config {}", next.hash),
-            );
-        }
-        out.status(EncryptionStatusChange::Set(with_phase(
+        out.enter(
             status,
+            phase,
             EncryptionPhase::EncryptionNeeded,
-        )));
-        out.event(
-            EventType::Normal,
-            "EncryptionNeeded",
-            format!(
-                "{} -> EncryptionNeeded: stored data moves from {} to {}",
-                phase_name(phase),
-                current.0,
-                target.0
-            ),
+            drift_msgs
+                .is_empty()
+                .then(|| format!("re-encrypting for config {}", next.hash)),
+            format!("stored data moves from {} to {}", current.0, target.0),
         );
     }
     let job_name = job::job_name(&next.hash, &want_seen);
