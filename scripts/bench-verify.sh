@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 count=${1:-50000}
 size=${2:-1024}
 rounds=${3:-5}
-command -v etcd >/dev/null && command -v etcdctl >/dev/null || {
-  echo "bench-verify: needs etcd and etcdctl (bash scripts/install-test-deps.sh)" >&2; exit 2; }
+# The pinned etcd 3.6 build the tests use (scripts/build-control-plane.sh).
+PATH="$(bash scripts/build-control-plane.sh):$PATH"
 
 cargo build --release -q --bin eargate
 cargo build --release -q -p eargate-storage --example seed_secrets
@@ -24,7 +24,7 @@ endpoint=http://127.0.0.1:$cport
 etcd --name bench --data-dir "$work/data" --listen-client-urls "$endpoint" --advertise-client-urls "$endpoint" \
   --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
   --initial-cluster "bench=http://127.0.0.1:$pport" --quota-backend-bytes=$((4*1024*1024*1024)) \
-  --logger=zap --log-level=error >"$work/etcd.log" 2>&1 &
+  --log-level=error >"$work/etcd.log" 2>&1 &
 etcd_pid=$!
 trap 'kill $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do etcdctl --endpoints "$endpoint" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done

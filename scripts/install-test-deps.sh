@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh machine of this project's kind
-# (Debian with the Rust toolchain, Python 3 and pip; root; Debian and PyPI reachable).
-# Idempotent: each step is skipped when its tool is already there.
+# (Debian with the Rust toolchain, Go, Python 3 and pip; root; Debian, PyPI and the Go module
+# proxy reachable). Idempotent: each step is skipped when its tool is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
-command -v etcd >/dev/null || apt_packages+=(etcd-server)
-command -v etcdctl >/dev/null || apt_packages+=(etcd-client)
 command -v protoc >/dev/null || apt_packages+=(protobuf-compiler)
 # etcd-client's build imports google/protobuf/*.proto (well-known types), shipped in libprotobuf-dev.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || apt_packages+=(libprotobuf-dev)
@@ -30,4 +28,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt
   echo "$want" > "$stamp"
 fi
-echo "install-test-deps: etcd $(etcd --version | head -1 | awk '{print $3}'), protoc $(protoc --version | awk '{print $2}'), python venv ready"
+# The real control plane: etcd, kube-apiserver and kubectl, built from pinned Go modules
+# (tools/etcd, tools/kubernetes) once per version into ~/.cache/eargate-tools.
+bin=$(bash scripts/build-control-plane.sh)
+echo "install-test-deps: $("$bin/kube-apiserver" --version), kubectl $("$bin/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), etcd $("$bin/etcd" --version | head -1 | awk '{print $3}'), protoc $(protoc --version | awk '{print $2}'), python venv ready"
