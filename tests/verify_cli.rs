@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use eargate_storage::SecretboxKey;
-use support::Etcd;
+use support::{Etcd, EtcdExt as _};
 
 const MARKER: &str = "TOPSECRET-PLAINTEXT-MARKER";
 

@@ -10,7 +10,7 @@ use eargate_storage::verify::{verify, VerifyOptions};
 use eargate_storage::SecretboxKey;
 use etcd_client::{Client, CompactionOptions};
 
-use support::Etcd;
+use support::{Etcd, EtcdExt as _};
 
 /// Marker inside every plaintext we write: it must never show up in output.
 pub const MARKER: &str = "TOPSECRET-PLAINTEXT-MARKER";

@@ -1,0 +1,57 @@
+//! The Helm chart, rendered by the same Helm engine as the chart tests
+//! (`scripts/render-chart.py` over `tests/chart/conftest.py`).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::tools::{python, require_tool, workspace_root};
+
+/// Renders `charts/eargate` as `helm install <release> -n <namespace>` would, with `values`;
+/// every object, NOTES.txt excluded. `None` after a loud skip when the venv is missing.
+pub fn render(
+    values: &serde_json::Value,
+    release: &str,
+    namespace: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let python = python();
+    if !require_tool(
+        "the project venv with helm-python-sdk (.venv, or $EARGATE_PYTHON)",
+        python.is_some(),
+    ) {
+        return None;
+    }
+    let script = workspace_root().join("scripts/render-chart.py");
+    let mut child = Command::new(python?)
+        .arg(&script)
+        .args(["--release", release, "--namespace", namespace])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scripts/render-chart.py");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(values.to_string().as_bytes())
+        .expect("write the values");
+    let out = child.wait_with_output().expect("wait for render-chart.py");
+    assert!(
+        out.status.success(),
+        "render-chart.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("render-chart.py prints a JSON list"))
+}
+
+/// The objects of `kind` (and `name`, when given).
+pub fn find<'a>(
+    objects: &'a [serde_json::Value],
+    kind: &str,
+    name: Option<&str>,
+) -> Vec<&'a serde_json::Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == kind && name.is_none_or(|n| o["metadata"]["name"] == n))
+        .collect()
+}
