@@ -145,8 +145,11 @@ pub fn by_id(id: &str) -> Option<&'static Rule> {
     ALL.iter().find(|r| r.id == id)
 }
 
-/// `docs/rules.md`, generated from the table.
-pub fn markdown() -> String {
+/// `docs/rules.md`, generated from the table. `kubectl_output(rule)` gives what the real
+/// kubectl printed for a denial by that rule (recorded by the end-to-end tests against a real
+/// kube-apiserver, kept in `docs/kubectl-denials/`); the policy's own message is shown where
+/// there is none.
+pub fn markdown(kubectl_output: impl Fn(&Rule) -> Option<String>) -> String {
     let mut out = String::from(
         "# eargate rules\n\n<!-- Generated from crates/policy/src/rules.rs by a test. Do not edit by hand:\n     run `EARGATE_BLESS=1 cargo test -p eargate-policy --test docs` to regenerate. -->\n\n\
 Every denial names the rule id, the field path, the key by its name, what is wrong and the next step.\n\
@@ -169,12 +172,16 @@ lowercased and exact duplicates dropped, each change explained in a warning. DEL
             "\n## {}\n\n**{}** ({})\n\n{}\n\n",
             r.id, r.title, r.applies_to, r.explanation
         ));
-        match r.example_denial {
-            Some(ex) => out.push_str(&format!(
+        match (r.example_denial, kubectl_output(r)) {
+            (_, Some(real)) => out.push_str(&format!(
+                "What kubectl prints (recorded against a real kube-apiserver by `tests/k8s_webhook.rs`):\n\n```text\n{}\n```\n",
+                real.trim_end()
+            )),
+            (Some(ex), None) => out.push_str(&format!(
                 "Example denial:\n\n```text\n[{}] {}\n```\n",
                 r.id, ex
             )),
-            None => out.push_str("This rule never denies an edit by itself.\n"),
+            (None, None) => out.push_str("This rule never denies an edit by itself.\n"),
         }
     }
     out
