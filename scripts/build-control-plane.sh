@@ -51,7 +51,7 @@ build() {
     local start=$SECONDS
     for out in "$@"; do
       # -pgo=off: upstream's default.pgo profile would only slow a cold build on two cores.
-      (cd "tools/$name" && CGO_ENABLED=0 go build -trimpath -pgo=off \
+      (cd "tools/$name" && CGO_ENABLED=0 go build -trimpath -pgo=off -buildvcs=false \
          -ldflags "-s -w ${ldflags[*]}" -o "$dir.partial/$out" "./cmd/$out")
     done
     rm -rf "$dir" && mv "$dir.partial" "$dir"
