@@ -79,12 +79,24 @@ impl PartialEq for RawJson {
 }
 
 /// The string fields `names` of the JSON object `text` (other types and shapes: `None`).
+/// A field given twice counts with its last copy, as in Kubernetes' own decoder (the scanner
+/// refuses duplicates, so that case is read through a `Value`).
 fn string_fields<const N: usize>(text: &str, names: [&str; N]) -> [Option<String>; N] {
     let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
-    let _ = Scanner::over(text).object(names, |i, sc| {
+    let scanned = Scanner::over(text).object(names, |i, sc| {
         out[i] = serde_json::from_str::<String>(sc.value_span()?).ok();
         Ok::<_, ScanError>(())
     });
+    if scanned.is_err() {
+        let object = serde_json::from_str::<Value>(text).ok();
+        let object = object.as_ref().and_then(Value::as_object);
+        out = std::array::from_fn(|i| {
+            object
+                .and_then(|o| o.get(names[i]))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+    }
     out
 }
 
@@ -225,8 +237,8 @@ impl ClusterFacts {
     /// Both give the same facts for well-typed input (tested below). Errors only when the
     /// text is not JSON at all.
     pub fn decode_config_text(&mut self, text: &str) -> Result<(), serde_json::Error> {
-        if let Ok(typed) = serde_json::from_str::<Option<ConfigIn>>(text) {
-            if let Some(c) = typed {
+        if let Ok(typed) = serde_json::from_str::<Option<MapOnly<ConfigIn>>>(text) {
+            if let Some(MapOnly(c)) = typed {
                 self.resources_present = c.resources.is_some();
                 self.config = Some(c.into_model());
             }
@@ -460,12 +472,12 @@ impl ClusterFacts {
 struct ConfigIn {
     enabled: Option<bool>,
     resources: Option<Vec<String>>,
-    secretbox: Option<SecretboxIn>,
+    secretbox: Option<MapOnly<SecretboxIn>>,
 }
 
 #[derive(serde::Deserialize)]
 struct SecretboxIn {
-    keys: Option<Vec<KeyIn>>,
+    keys: Option<Vec<MapOnly<KeyIn>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -473,7 +485,29 @@ struct KeyIn {
     name: Option<String>,
     value: Option<String>,
     #[serde(rename = "secretRef")]
-    secret_ref: Option<KeyRefIn>,
+    secret_ref: Option<MapOnly<KeyRefIn>>,
+}
+
+/// `T` decoded from a JSON object only. serde's derived structs also accept a list of
+/// their fields in order (`"secretbox": [[]]`), which the `Value` path, like Kubernetes,
+/// reports as the wrong type: the fast path must not read more kindly than the slow one.
+struct MapOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+            .map(MapOnly)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -488,22 +522,24 @@ impl ConfigIn {
         EncryptionConfiguration {
             enabled: self.enabled.unwrap_or_default(),
             resources: self.resources.unwrap_or_default(),
-            secretbox: self.secretbox.map(|sb| SecretboxEncryptionConfiguration {
-                keys: sb
-                    .keys
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|k| SecretboxKey {
-                        name: k.name.unwrap_or_default(),
-                        value: k.value,
-                        secret_ref: k.secret_ref.map(|r| SecretKeyRef {
-                            name: r.name.unwrap_or_default(),
-                            key: r.key.unwrap_or_default(),
-                            optional: r.optional,
-                        }),
-                    })
-                    .collect(),
-            }),
+            secretbox: self
+                .secretbox
+                .map(|MapOnly(sb)| SecretboxEncryptionConfiguration {
+                    keys: sb
+                        .keys
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|MapOnly(k)| SecretboxKey {
+                            name: k.name.unwrap_or_default(),
+                            value: k.value,
+                            secret_ref: k.secret_ref.map(|MapOnly(r)| SecretKeyRef {
+                                name: r.name.unwrap_or_default(),
+                                key: r.key.unwrap_or_default(),
+                                optional: r.optional,
+                            }),
+                        })
+                        .collect(),
+                }),
         }
     }
 }

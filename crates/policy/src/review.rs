@@ -99,7 +99,7 @@ struct ReviewIn<'a> {
 
 struct RequestIn<'a> {
     uid: Cow<'a, str>,
-    kind: Option<GroupVersionKind<'a>>,
+    kind: Option<GroupKind<'a>>,
     sub_resource: Option<Cow<'a, str>>,
     name: Option<Cow<'a, str>>,
     operation: Cow<'a, str>,
@@ -109,12 +109,13 @@ struct RequestIn<'a> {
     dry_run: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
-struct GroupVersionKind<'a> {
+/// `request.kind`: the group and kind (the version does not matter to the policy).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+pub struct GroupKind<'a> {
     #[serde(borrow, default)]
-    group: Cow<'a, str>,
+    pub group: Cow<'a, str>,
     #[serde(borrow, default)]
-    kind: Cow<'a, str>,
+    pub kind: Cow<'a, str>,
 }
 
 #[derive(Deserialize, Default)]
@@ -309,6 +310,55 @@ impl ObjectIn<'_> {
     }
 }
 
+/// An AdmissionReview as the policy reads it: the request's fields and each Cluster's
+/// facts. [`decode`] builds it with the scanner; the tests build it with a plain
+/// `serde_json::Value` decoder as a reference, and both go through the same [`judge`].
+#[derive(Debug, Clone)]
+pub struct DecodedReview<'a> {
+    pub api_version: Option<Cow<'a, str>>,
+    pub kind: Option<Cow<'a, str>>,
+    pub request: Option<DecodedRequest<'a>>,
+}
+
+/// The fields of `request` the policy reads.
+#[derive(Debug, Clone)]
+pub struct DecodedRequest<'a> {
+    pub uid: Cow<'a, str>,
+    pub kind: Option<GroupKind<'a>>,
+    pub sub_resource: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
+    pub operation: Cow<'a, str>,
+    /// `userInfo.username` (`None` when `userInfo` is absent).
+    pub username: Option<Cow<'a, str>>,
+    pub object: Option<ClusterFacts>,
+    pub old_object: Option<ClusterFacts>,
+    pub dry_run: Option<bool>,
+}
+
+/// Decodes a review body with the field-locating scanner.
+pub fn decode(body: &[u8]) -> Result<DecodedReview<'_>, ReviewError> {
+    let input = decode_review(body)?;
+    let request = match input.request {
+        None => None,
+        Some(r) => Some(DecodedRequest {
+            uid: r.uid,
+            kind: r.kind,
+            sub_resource: r.sub_resource,
+            name: r.name,
+            operation: r.operation,
+            username: r.user_info.map(|u| u.username),
+            object: r.object.map(ObjectIn::into_facts).transpose()?,
+            old_object: r.old_object.map(ObjectIn::into_facts).transpose()?,
+            dry_run: r.dry_run,
+        }),
+    };
+    Ok(DecodedReview {
+        api_version: input.api_version,
+        kind: input.kind,
+        request,
+    })
+}
+
 // ---------------------------------------------------------------- encoding
 
 #[derive(Serialize)]
@@ -363,7 +413,15 @@ pub fn review_detailed(
     body: &[u8],
     config: &PolicyConfig,
 ) -> Result<Detailed, ReviewError> {
-    let input = decode_review(body)?;
+    judge(webhook, decode(body)?, config)
+}
+
+/// Everything after decoding: the version and kind checks, defaults, the policy, the reply.
+pub fn judge(
+    webhook: Webhook,
+    input: DecodedReview<'_>,
+    config: &PolicyConfig,
+) -> Result<Detailed, ReviewError> {
     let api_version = match input.api_version.as_deref() {
         Some(V1) => V1,
         Some(V1BETA1) => V1BETA1,
@@ -382,19 +440,15 @@ pub fn review_detailed(
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
-    let user = req
-        .user_info
-        .as_ref()
-        .map(|u| u.username.as_ref())
-        .unwrap_or_default();
+    let user = req.username.as_deref().unwrap_or_default();
     let foreign_kind = req
         .kind
         .as_ref()
         .is_some_and(|k| k.kind != CLUSTER_KIND || k.group != CLUSTER_GROUP);
     let dry_run = req.dry_run.unwrap_or(false);
 
-    let mut new = req.object.map(ObjectIn::into_facts).transpose()?;
-    let old = req.old_object.map(ObjectIn::into_facts).transpose()?;
+    let mut new = req.object;
+    let old = req.old_object;
     let name = req
         .name
         .as_deref()

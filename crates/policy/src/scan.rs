@@ -181,6 +181,15 @@ impl Step {
             .fold(0, |m, (i, b)| m | u64::from(b.eq(byte)) << (i * WIDTH))
     }
 
+    /// Bit i set when byte i is below `limit`.
+    #[inline(always)]
+    fn marks_below(&self, limit: u8) -> u64 {
+        self.0
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, b)| m | u64::from(b.below(limit)) << (i * WIDTH))
+    }
+
     /// Whether any byte equals `byte`.
     #[inline(always)]
     fn any(&self, byte: u8) -> bool {
@@ -318,9 +327,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Past a string whose opening quote was just consumed; returns whether it had escapes.
+    /// Raw control characters are refused, as the JSON grammar does, also in the strings of
+    /// skipped values: a body serde_json would refuse must not be judged.
     #[inline]
     fn string_rest(&mut self) -> Result<bool, ScanError> {
-        self.string_rest_in::<false>()
+        self.string_rest_in::<true>()
     }
 
     /// [`Self::string_rest`], refusing raw control characters when `STRICT` (as the JSON
@@ -448,6 +459,13 @@ impl<'a> Scanner<'a> {
                 strings ^= strings << 16;
                 strings ^= strings << 32;
                 strings ^= in_string;
+                // A raw control character inside a string (the opening quote's bit is set,
+                // the closing quote's is not, and neither is below 0x20).
+                let controls = step.marks_below(0x20) & strings;
+                if controls != 0 {
+                    self.pos += controls.trailing_zeros() as usize;
+                    return Err(ScanError::Syntax { at: self.pos });
+                }
                 let closes = step.marks(close) & !strings;
                 let mut brackets = (step.marks(open) & !strings) | closes;
                 while brackets != 0 {
