@@ -235,3 +235,116 @@ fn no_key_material_in_text_or_json_output() {
         }
     }
 }
+
+/// `examples/cluster-active.yaml` with its `resources: [secrets]` replaced.
+fn with_resources(dir: &Path, file: &str, resources: &str) -> PathBuf {
+    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let edited = text.replace(
+        "    resources:\n    - secrets\n",
+        &format!("    resources: {resources}\n"),
+    );
+    assert_ne!(edited, text, "the fixture's resources list moved");
+    let path = dir.join(file);
+    std::fs::write(&path, edited).unwrap();
+    path
+}
+
+#[test]
+fn validate_only_judges_the_list_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, resources, want) in [
+        (
+            "capitals.yaml",
+            "[Secrets]",
+            "- [EAR005] spec.encryptionConfiguration.resources[0]: \"Secrets\": resource name should not contain capital letters",
+        ),
+        (
+            "duplicates.yaml",
+            "[secrets, secrets]",
+            "- [EAR005] spec.encryptionConfiguration.resources[1]: \"secrets\": duplicates resources[0]",
+        ),
+        (
+            "whitespace.yaml",
+            "[\" secrets\"]",
+            "- [EAR005] spec.encryptionConfiguration.resources[0]: \" secrets\": surrounding whitespace",
+        ),
+    ] {
+        let new = with_resources(dir.path(), file, resources);
+        let new = new.to_str().unwrap();
+        // Both webhooks, as the chart installs them: rewritten by the mutating webhook, allowed.
+        let o = check(&["--old", "cluster-active.yaml", "--new", new]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{resources}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let out = stdout(&o);
+        assert!(out.contains("mutated (defaults): "), "{out}");
+        // The validating webhook alone: denied, pointing at the mutating webhook.
+        let o = check(&["--validate-only", "--old", "cluster-active.yaml", "--new", new]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{resources}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        let out = stdout(&o);
+        assert!(out.contains(want), "{out}");
+        assert!(
+            out.contains("the mutating webhook mutate.eargate.k8c.io normally")
+                && out.contains("is it installed"),
+            "{out}"
+        );
+        assert!(!out.contains("mutated (defaults)"), "{out}");
+        // The same in JSON: no patch, only the validating webhook ran.
+        let o = check(&[
+            "--validate-only",
+            "--old",
+            "cluster-active.yaml",
+            "--new",
+            new,
+            "--output",
+            "json",
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["verdict"], "denied");
+        assert_eq!(v["rules"], serde_json::json!(["EAR005"]));
+        assert_eq!(v["webhooks"], serde_json::json!(["validate"]));
+        assert!(v["patch"].is_null());
+    }
+}
+
+#[test]
+fn validate_only_reads_no_resources_as_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let path = dir.path().join("new.yaml");
+    std::fs::write(&path, text.replace("    resources:\n    - secrets\n", "")).unwrap();
+    let o = check(&[
+        "--validate-only",
+        "--old",
+        "cluster-active.yaml",
+        "--new",
+        path.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "allowed");
+    assert!(v["patch"].is_null());
+    // The documented rotation passes the validating webhook alone too: the examples are
+    // written the way the mutating webhook leaves them.
+    let o = check(&[
+        "--validate-only",
+        "--old",
+        "cluster-active.yaml",
+        "--new",
+        "rotation-1-add-secondary.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}

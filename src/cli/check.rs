@@ -2,6 +2,13 @@
 //! would send, runs the same code as `eargate serve` (the mutating webhook, its patch
 //! applied, then the validating webhook) and prints the verdict like kubectl would.
 //!
+//! By default the edit is tried as a whole, the way a cluster with the chart's two webhooks
+//! treats it: what kube-apiserver would store is the mutated object (the patch is printed).
+//! `--validate-only` runs the validating webhook alone on the object exactly as written:
+//! what happens when the mutating webhook is not installed, is skipped, or a later mutating
+//! webhook changed the object, and a way to check in CI that a manifest is already what
+//! would be stored (so a GitOps tool sees no drift).
+//!
 //! Exit codes: 0 allowed, 1 denied, 2 bad input (unreadable file, YAML/JSON error with its
 //! line, not a Cluster or AdmissionReview).
 
@@ -34,6 +41,10 @@ pub struct Args {
     /// Identities allowed to change status.encryption (default: the reconciler's ServiceAccount).
     #[arg(long = "status-writer", value_name = "USER")]
     pub status_writers: Vec<String>,
+    /// Run only the validating webhook, on the object exactly as given (no defaults, no
+    /// rewrite): as when the mutating webhook did not run.
+    #[arg(long)]
+    pub validate_only: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -137,19 +148,28 @@ fn build_review(args: &Args, new: Value, old: Option<Value>) -> Value {
 
 /// What `check` decided, for printing.
 struct Outcome {
-    mutated: Detailed,
+    /// `None` with `--validate-only`.
+    mutated: Option<Detailed>,
     validated: Detailed,
 }
 
-fn run_review(review: &mut Value, config: &PolicyConfig) -> anyhow::Result<Outcome> {
-    let body = serde_json::to_vec(review)?;
-    let mutated = review_detailed(Webhook::Mutate, &body, config)
-        .context("the AdmissionReview was refused")?;
-    // Apply the mutating webhook's patch, as kube-apiserver does before validating.
-    if let Some(patch) = &mutated.patch {
-        if let Some(object) = review.pointer_mut("/request/object") {
-            json_patch::patch(object, patch).context("the mutating patch does not apply")?;
+fn run_review(
+    review: &mut Value,
+    config: &PolicyConfig,
+    validate_only: bool,
+) -> anyhow::Result<Outcome> {
+    let mut mutated = None;
+    if !validate_only {
+        let body = serde_json::to_vec(review)?;
+        let m = review_detailed(Webhook::Mutate, &body, config)
+            .context("the AdmissionReview was refused")?;
+        // Apply the mutating webhook's patch, as kube-apiserver does before validating.
+        if let Some(patch) = &m.patch {
+            if let Some(object) = review.pointer_mut("/request/object") {
+                json_patch::patch(object, patch).context("the mutating patch does not apply")?;
+            }
         }
+        mutated = Some(m);
     }
     let body = serde_json::to_vec(review)?;
     let validated = review_detailed(Webhook::Validate, &body, config)
@@ -181,7 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             status_writers: args.status_writers.clone(),
         }
     };
-    let outcome = run_review(&mut review, &config)?;
+    let outcome = run_review(&mut review, &config, args.validate_only)?;
     match args.output {
         Output::Text => print!("{}", text(&outcome)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&json_report(&outcome))?),
@@ -194,7 +214,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn all_warnings(o: &Outcome) -> impl Iterator<Item = &String> {
-    o.mutated.warnings.iter().chain(o.validated.warnings.iter())
+    o.mutated
+        .iter()
+        .flat_map(|m| m.warnings.iter())
+        .chain(o.validated.warnings.iter())
+}
+
+fn patch(o: &Outcome) -> Option<&json_patch::Patch> {
+    o.mutated.as_ref().and_then(|m| m.patch.as_ref())
 }
 
 /// kubectl-like text: warnings first, then the verdict.
@@ -204,7 +231,7 @@ fn text(o: &Outcome) -> String {
         out.push_str(&format!("Warning: {w}\n"));
     }
     let s = &o.validated.reviewed.summary;
-    if let Some(patch) = &o.mutated.patch {
+    if let Some(patch) = patch(o) {
         out.push_str(&format!(
             "mutated (defaults): {}\n",
             serde_json::to_string(patch).unwrap_or_default()
@@ -241,7 +268,8 @@ fn json_report(o: &Outcome) -> Value {
         "rules": s.rule_ids,
         "violations": violations,
         "warnings": all_warnings(o).collect::<Vec<_>>(),
-        "patch": o.mutated.patch,
+        "webhooks": if o.mutated.is_some() { vec!["mutate", "validate"] } else { vec!["validate"] },
+        "patch": patch(o),
         "message": o.validated.message,
     })
 }

@@ -8,9 +8,9 @@ use crate::keys::decode_key;
 use crate::model::{EncryptionPhase, SecretboxKey};
 use crate::names::{
     ACTIVE_KEY_IDENTITY, CONDITION_ENCRYPTION_INITIALIZED, DEFAULT_STATUS_WRITER,
-    FEATURE_ENCRYPTION_AT_REST, SECRETBOX_STORAGE_PREFIX,
+    FEATURE_ENCRYPTION_AT_REST, MUTATING_WEBHOOK_NAME, SECRETBOX_STORAGE_PREFIX,
 };
-use crate::resources::validate_resources;
+use crate::resources::{duplicate_once_cleaned, msg, mutation_fix, validate_resources};
 use crate::rules::{self, Rule};
 use crate::status::{is_rollout_locked, secretbox_active_key};
 
@@ -120,7 +120,8 @@ pub struct Request<'a> {
     pub user: &'a str,
     /// The old object (UPDATE, DELETE).
     pub old: Option<&'a ClusterFacts>,
-    /// The new object (CREATE, UPDATE), with the defaults already applied.
+    /// The new object (CREATE, UPDATE), exactly as the validating webhook received it (after
+    /// the mutating webhook's patch, when that webhook ran).
     pub new: Option<&'a ClusterFacts>,
     pub config: &'a PolicyConfig,
 }
@@ -184,8 +185,15 @@ fn phase_text(f: &ClusterFacts) -> String {
     }
 }
 
-/// Validates one request. `new` must already carry the defaults (see
-/// [`ClusterFacts::apply_defaults`]); `old` is normalized here for comparisons.
+/// Validates one request.
+///
+/// `new` is judged as received: EAR005 reads its `resources` list as it is, so capitals,
+/// surrounding whitespace and duplicates that the mutating webhook would have fixed are
+/// denied when it did not run. The one default assumed is that a missing or empty list of
+/// an enabled configuration means `[secrets]`. Every comparison with the stored object
+/// (EAR006, EAR007) and the warnings read what the edit means, i.e. both objects as the
+/// mutating webhook would leave them, so a respelled list is one EAR005 denial and not also
+/// a change of the encrypted resources.
 pub fn validate(req: &Request<'_>) -> Decision {
     let mut d = Decision::default();
     let Some(new) = req.new else { return d };
@@ -230,20 +238,55 @@ pub fn validate(req: &Request<'_>) -> Decision {
         }
         _ => None,
     };
-    static_rules(new, old, &mut d);
+    // What the edit means: the new object as the mutating webhook would leave it (copied
+    // only when that changes something).
+    let received: &[String] = new
+        .config
+        .as_ref()
+        .map(|c| c.resources.as_slice())
+        .unwrap_or_default();
+    let new_meaning;
+    let meaning = match new.normalized_resources() {
+        None => new,
+        Some(n) => {
+            let mut m = new.clone();
+            if let Some(cfg) = m.config.as_mut() {
+                cfg.resources = n.resources;
+            }
+            m.resources_present = true;
+            new_meaning = m;
+            &new_meaning
+        }
+    };
+    // EAR005 judges the list as received, unless it is empty: then the default it means.
+    let judged = if received.is_empty() {
+        meaning
+            .config
+            .as_ref()
+            .map(|c| c.resources.as_slice())
+            .unwrap_or_default()
+    } else {
+        received
+    };
+    static_rules(meaning, judged, old, &mut d);
     if let Some(old) = old {
-        update_rules(new, old, &mut d);
+        update_rules(meaning, old, &mut d);
     }
-    inline_warnings(new, &mut d);
+    inline_warnings(meaning, &mut d);
     // What an edit will set in motion is only worth saying when it is allowed.
     if d.violations.is_empty() {
-        change_warnings(new, old, &mut d);
+        change_warnings(meaning, old, &mut d);
     }
     d
 }
 
-/// Rules 1–5: the new object on its own.
-fn static_rules(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
+/// Rules 1–5: the new object on its own; `resources` is the list EAR005 judges.
+fn static_rules(
+    new: &ClusterFacts,
+    resources: &[String],
+    old: Option<&ClusterFacts>,
+    d: &mut Decision,
+) {
     let Some(cfg) = new.config.as_ref() else {
         return;
     };
@@ -339,14 +382,39 @@ fn static_rules(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision
             }
         }
     }
-    // EAR005.
-    if cfg.enabled || !cfg.resources.is_empty() {
-        for p in validate_resources(&cfg.resources) {
+    // EAR005, on the list as received.
+    if cfg.enabled || !resources.is_empty() {
+        let mut problems = validate_resources(resources);
+        // An entry that only duplicates another once that one is written as it must be
+        // (`secrets` after `Secrets`): said now, so that fixing the other is not refused next.
+        for i in 0..resources.len() {
+            if problems.iter().any(|p| p.index == Some(i)) {
+                continue;
+            }
+            if let Some(j) = duplicate_once_cleaned(resources, i) {
+                problems.push(crate::resources::ResourceProblem {
+                    index: Some(i),
+                    resource: Some(resources[i].clone()),
+                    message: format!(
+                        "duplicates resources[{j}] {:?} once that entry is written as it must be: {}",
+                        resources[j],
+                        msg::DUPLICATE
+                    ),
+                });
+            }
+        }
+        problems.sort_by_key(|p| p.index);
+        for p in problems {
             let field = format!("{CFG}.resources{}", p.field_suffix());
-            let message = match &p.resource {
+            let mut message = match &p.resource {
                 Some(r) => format!("{r:?}: {}", p.message),
                 None => p.message.clone(),
             };
+            if let Some((fix, instead)) = p.index.and_then(|i| mutation_fix(resources, i)) {
+                message.push_str(&format!(
+                    "; the mutating webhook {MUTATING_WEBHOOK_NAME} normally {fix} before validation: is it installed (kubectl get mutatingwebhookconfigurations)? Or {instead} yourself"
+                ));
+            }
             d.violations.push(v(&rules::EAR005, field, None, message));
         }
     }

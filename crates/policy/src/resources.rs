@@ -4,6 +4,10 @@
 //!
 //! A list kube-apiserver refuses makes it exit at start, so an accepted Cluster must never
 //! carry one. Messages quote upstream's wording and add which entry is affected.
+//!
+//! The validating webhook judges the list exactly as it receives it: the normalisation below
+//! is the mutating webhook's, and [`mutation_fix`] says what it would have done to an entry,
+//! so a denial can tell that the mutating webhook did not run.
 
 use crate::names::DEFAULT_RESOURCES;
 
@@ -12,6 +16,9 @@ pub mod msg {
     pub const REQUIRED: &str = "at least one resource is required";
     pub const EMPTY_ENTRY: &str = "an empty entry names no resource; remove it";
     pub const CAPITAL: &str = "resource name should not contain capital letters";
+    /// Not upstream's: kube-apiserver does not trim, so it loads such an entry but it names
+    /// no resource, and the objects meant stay in plaintext without any error.
+    pub const WHITESPACE: &str = "surrounding whitespace is part of the name for kube-apiserver, which does not trim it: the entry would name no resource and those objects would silently stay in plaintext";
     pub const STAR: &str =
         "use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources";
     pub const NON_REST: &str = "resources which do not have REST API/s cannot be encrypted";
@@ -88,6 +95,8 @@ pub fn validate_resources(resources: &[String]) -> Vec<ResourceProblem> {
             msg::EMPTY_ENTRY
         } else if res.to_lowercase() != *res {
             msg::CAPITAL
+        } else if res.trim() != res {
+            msg::WHITESPACE
         } else if res == "*" {
             msg::STAR
         } else if matches!(
@@ -155,21 +164,53 @@ pub fn normalize_resources(resources: &[String], enabled: bool) -> Normalized {
         return out;
     }
     for (i, raw) in resources.iter().enumerate() {
-        let clean = raw.trim().to_lowercase();
-        if clean != *raw {
+        let cleaned = clean(raw);
+        if cleaned != *raw {
             out.changes.push(format!(
-                "spec.encryptionConfiguration.resources[{i}]: {raw:?} written as {clean:?} (kube-apiserver needs plural, lowercase names without spaces)"
+                "spec.encryptionConfiguration.resources[{i}]: {raw:?} written as {cleaned:?} (kube-apiserver needs plural, lowercase names without spaces)"
             ));
         }
-        if out.resources.contains(&clean) {
+        if out.resources.contains(&cleaned) {
             out.changes.push(format!(
-                "spec.encryptionConfiguration.resources[{i}]: duplicate {clean:?} dropped (kept the first)"
+                "spec.encryptionConfiguration.resources[{i}]: duplicate {cleaned:?} dropped (kept the first)"
             ));
             continue;
         }
-        out.resources.push(clean);
+        out.resources.push(cleaned);
     }
     out
+}
+
+/// The entry as the mutating webhook writes it: trimmed and lowercased.
+fn clean(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+/// The earlier entry that `resources[index]` duplicates once both are trimmed and
+/// lowercased (the mutating webhook drops it), e.g. `secrets` after `Secrets`.
+pub fn duplicate_once_cleaned(resources: &[String], index: usize) -> Option<usize> {
+    let cleaned = clean(resources.get(index)?);
+    resources[..index].iter().position(|e| clean(e) == cleaned)
+}
+
+/// What the mutating webhook would do to `resources[index]`, for a denial by the validating
+/// webhook when it did not run: `writes this entry as "secrets"` or `drops this duplicate`,
+/// with what the user can write instead. `None` when it would keep the entry as it is.
+pub fn mutation_fix(resources: &[String], index: usize) -> Option<(String, String)> {
+    let raw = resources.get(index)?;
+    let cleaned = clean(raw);
+    if duplicate_once_cleaned(resources, index).is_some() {
+        return Some((
+            "drops this duplicate".to_owned(),
+            "remove the entry".to_owned(),
+        ));
+    }
+    (cleaned != *raw).then(|| {
+        (
+            format!("writes this entry as {cleaned:?}"),
+            format!("write {cleaned:?}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -212,6 +253,8 @@ mod tests {
             (&[], msg::REQUIRED),
             (&[""], msg::EMPTY_ENTRY),
             (&["Secrets"], msg::CAPITAL),
+            (&[" secrets"], msg::WHITESPACE),
+            (&["secrets\n"], msg::WHITESPACE),
             (&["*"], msg::STAR),
             (&["apiserveripinfo"], msg::NON_REST),
             (&["serviceipallocations"], msg::NON_REST),
@@ -243,5 +286,22 @@ mod tests {
         assert!(normalize_resources(&[], false).resources.is_empty());
         let n = normalize_resources(&v(&["secrets"]), true);
         assert!(n.changes.is_empty());
+    }
+
+    #[test]
+    fn mutation_fix_says_what_the_mutating_webhook_would_do() {
+        let list = v(&["Secrets", "secrets", " configmaps", "configmaps", "*.apps"]);
+        let fix = |i| mutation_fix(&list, i).map(|(what, _)| what);
+        assert_eq!(fix(0).as_deref(), Some("writes this entry as \"secrets\""));
+        assert_eq!(fix(1).as_deref(), Some("drops this duplicate"));
+        assert_eq!(
+            fix(2).as_deref(),
+            Some("writes this entry as \"configmaps\"")
+        );
+        assert_eq!(fix(3).as_deref(), Some("drops this duplicate"));
+        assert_eq!(fix(4), None);
+        assert_eq!(fix(5), None);
+        // `secrets.` is not an exact duplicate: the mutating webhook keeps it.
+        assert_eq!(mutation_fix(&v(&["secrets", "secrets."]), 1), None);
     }
 }

@@ -27,7 +27,9 @@ use crate::scan::{ScanError, Scanner};
 pub enum Webhook {
     /// Applies the defaults; never denies.
     Mutate,
-    /// Applies the defaults in memory, then judges the result.
+    /// Judges the object as received (see [`policy::validate`]): it never applies the
+    /// mutating webhook's normalisation, and assumes only that no resources means
+    /// `[secrets]`.
     Validate,
 }
 
@@ -396,9 +398,9 @@ struct StatusOut {
 // ---------------------------------------------------------------- the review
 
 /// Decodes an `admission.k8s.io/v1` or `v1beta1` AdmissionReview, runs mutation
-/// ([`Webhook::Mutate`]) or mutation-then-validation ([`Webhook::Validate`]: kube-apiserver
-/// already applied the mutating patch, so the defaults are a no-op there and the object is
-/// judged as received), and encodes the reply in the request's apiVersion.
+/// ([`Webhook::Mutate`]) or validation ([`Webhook::Validate`]: of the object as received,
+/// which kube-apiserver sends after applying the mutating patch when that webhook ran), and
+/// encodes the reply in the request's apiVersion.
 pub fn review(
     webhook: Webhook,
     body: &[u8],
@@ -469,18 +471,16 @@ pub fn judge(
             "eargate only judges {CLUSTER_KIND}.{CLUSTER_GROUP}; this request was allowed unchecked (check the webhook's rules)"
         ));
     } else if let Some(op) = operation {
-        // Defaults first, as kube-apiserver runs mutating before validating webhooks.
-        if mutable {
+        // The mutating webhook fills the defaults. The validating webhook judges the object
+        // as received: when the mutating webhook did not run, what it would have fixed is
+        // denied (the policy assumes only that no resources means [secrets]).
+        if mutable && webhook == Webhook::Mutate {
             if let Some(new) = new.as_mut().filter(|n| n.problems.is_empty()) {
                 let present = new.resources_present;
-                let plan = new.normalized_resources();
-                let changes = new.apply_defaults();
-                if webhook == Webhook::Mutate {
-                    if let Some(plan) = plan {
-                        patch = Some(resources_patch(present, &plan.resources));
-                    }
-                    warnings.extend(changes);
+                if let Some(plan) = new.normalized_resources() {
+                    patch = Some(resources_patch(present, &plan.resources));
                 }
+                warnings.extend(new.apply_defaults());
             }
         }
         if webhook == Webhook::Validate {

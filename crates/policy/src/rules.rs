@@ -72,7 +72,7 @@ rules! {
         id: "EAR005",
         title: "Resources follow kube-apiserver's rules",
         applies_to: "CREATE, UPDATE",
-        explanation: "`resources` is copied into kube-apiserver's EncryptionConfiguration, which kube-apiserver validates at start: a list it refuses crash-loops the API server. So the list must be non-empty, lowercase, not `*` (use `*.` for all core resources or `*.*` for all), not `apiserveripinfo`, `serviceipallocations` or `servicenodeportallocations` (no REST API), not in the `events.k8s.io` group (stored as `events`) or the removed `extensions` group, not `<resource>.*`, without duplicates and without overlapping entries (`*.*` with anything, `*.` with a core resource, `*.apps` with `deployments.apps`).",
+        explanation: "`resources` is copied into kube-apiserver's EncryptionConfiguration, which kube-apiserver validates at start: a list it refuses crash-loops the API server. So the list must be non-empty, lowercase, not `*` (use `*.` for all core resources or `*.*` for all), not `apiserveripinfo`, `serviceipallocations` or `servicenodeportallocations` (no REST API), not in the `events.k8s.io` group (stored as `events`) or the removed `extensions` group, not `<resource>.*`, without duplicates and without overlapping entries (`*.*` with anything, `*.` with a core resource, `*.apps` with `deployments.apps`), and without surrounding whitespace (kube-apiserver does not trim: it would load such an entry, which then names no resource, so those objects would silently stay in plaintext). The validating webhook judges the list exactly as it receives it. The mutating webhook normally trims, lowercases and drops exact duplicates first; when it did not run (not installed, skipped, or a later mutating webhook re-added an entry) capitals, whitespace and duplicates are denied here, by this rule, with a message saying the mutating webhook normally fixes them: they are part of EAR005 because the stored list is what kube-apiserver loads, whichever webhook should have fixed it. The one default validation assumes is that a missing or empty `resources` of an enabled configuration means `[secrets]`.",
         example: Some("spec.encryptionConfiguration.resources[1]: \"*\": use '*.' to encrypt all the resources from core API group or *.* to encrypt all resources"),
     };
     EAR006 = {
@@ -121,7 +121,7 @@ rules! {
         id: "EAR012",
         title: "Feature gate stays on while encrypted",
         applies_to: "UPDATE",
-        explanation: "`spec.features.encryptionAtRest` cannot become false or absent while encryption is enabled in the new object or still active (`status.encryption` present or `EncryptionInitialized` is `True`): Kubermatic would stop managing the encryption configuration of a cluster whose data is sealed. Disable encryption first and wait until it is fully decrypted.",
+        explanation: "`spec.features.encryptionAtRest` cannot become false or absent while encryption is enabled in the new object, or while stored data may still be sealed: `status.encryption` is present or `EncryptionInitialized` is `True`, and the status does not report full decryption. Kubermatic would stop managing the encryption configuration of a cluster whose data is sealed. Full decryption is phase `Active` with `activeKey: identity`: from then on the gate may be removed, even while `status.encryption` and the condition are still there. So: disable encryption, wait for `Active` with `activeKey: identity`, then remove the gate.",
         example: Some("spec.features.encryptionAtRest: the feature gate cannot be turned off while encryption is enabled or still active (active key secretbox/encryption-key-2022-01); disable encryption first, wait for activeKey identity, then remove the feature gate"),
     };
     EAR013 = {
@@ -153,9 +153,12 @@ pub fn markdown(kubectl_output: impl Fn(&Rule) -> Option<String>) -> String {
     let mut out = String::from(
         "# eargate rules\n\n<!-- Generated from crates/policy/src/rules.rs by a test. Do not edit by hand:\n     run `EARGATE_BLESS=1 cargo test -p eargate-policy --test docs` to regenerate. -->\n\n\
 Every denial names the rule id, the field path, the key by its name, what is wrong and the next step.\n\
-All violations of one edit are reported together. Mutation (defaults) runs first, as in kube-apiserver:\n\
+All violations of one edit are reported together. The mutating webhook runs first, as in kube-apiserver:\n\
 with `enabled: true` and no `resources`, `resources` becomes `[secrets]`; entries are trimmed,\n\
-lowercased and exact duplicates dropped, each change explained in a warning. DELETE is always allowed.\n\n\
+lowercased and exact duplicates dropped, each change explained in a warning. The validating webhook\n\
+judges the object exactly as it receives it: if the mutating webhook did not run, what it would have\n\
+fixed is denied (EAR005); the one default it assumes is that no `resources` means `[secrets]`.\n\
+DELETE is always allowed.\n\n\
 | id | rule | applies to |\n| --- | --- | --- |\n",
     );
     for r in ALL {
