@@ -1,6 +1,11 @@
 //! The kube-runtime `Controller`: watches Clusters cluster-wide, and the Secrets, API server
 //! Deployments and Jobs of their control planes (mapped back to their Cluster by namespace).
 //! `reconcile` is thin: observe fresh, plan, execute.
+//!
+//! Secrets are watched by their metadata only (`PartialObjectMeta`, served by the API as
+//! `PartialObjectMetadata`): a seed holds thousands of Secrets, many of them key-bearing, and
+//! a change of any of them only has to wake the reconcile of its namespace's Cluster, which
+//! then GETs the few it needs (see [`crate::observe`]). No Secret data is held in memory.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action as ControllerAction;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
@@ -107,9 +113,9 @@ pub async fn run(ctx: Arc<Context>) {
     info!("watching Clusters and their control planes");
     controller
         .watches(
-            Api::<Secret>::all(client.clone()),
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
             watcher::Config::default().any_semantic(),
-            move |s: Secret| m1(s.namespace()),
+            move |s: PartialObjectMeta<Secret>| m1(s.namespace()),
         )
         .watches(
             Api::<Deployment>::all(client.clone()),

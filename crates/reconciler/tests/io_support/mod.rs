@@ -35,6 +35,8 @@ pub struct Call {
     /// Path and query, exactly as sent.
     pub uri: String,
     pub content_type: Option<String>,
+    /// The `Accept` header: a metadata-only request asks for `as=PartialObjectMetadata…`.
+    pub accept: Option<String>,
     /// The body parsed as JSON (`Value::Null` when empty).
     pub body: Value,
     responder: Responder,
@@ -58,6 +60,11 @@ impl ApiServerVerifier {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let accept = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = request
             .into_body()
             .collect_bytes()
@@ -72,6 +79,7 @@ impl ApiServerVerifier {
             method,
             uri,
             content_type,
+            accept,
             body,
             responder,
         }
