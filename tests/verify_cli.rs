@@ -212,7 +212,8 @@ fn exit_codes_outputs_and_no_leaks() {
     assert_eq!(out.status.code(), Some(2));
     assert_no_leak(&out);
 
-    // A wildcard config needs --resources.
+    // A wildcard config is expanded from the etcd keyspace (no --resources needed): here
+    // `*.*` with identity first finds the Secrets, which it would not seal.
     std::fs::write(&bad, "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: ['*.*']\n  providers:\n  - identity: {}\n").unwrap();
     let out = eargate(&[
         "--etcd-endpoints",
@@ -220,6 +221,35 @@ fn exit_codes_outputs_and_no_leaks() {
         "--encryption-config",
         bad.to_str().unwrap(),
     ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_leak(&out);
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(
+        text.contains("note: *.* expanded from the etcd keyspace to: secrets"),
+        "{text}"
+    );
+    assert!(
+        text.contains("secrets: the config's first provider is identity"),
+        "{text}"
+    );
+
+    // A wildcard kube-apiserver refuses is bad input: exit 2 before connecting.
+    std::fs::write(&bad, "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: ['*']\n  providers:\n  - identity: {}\n").unwrap();
+    let out = eargate(&[
+        "--etcd-endpoints",
+        "http://127.0.0.1:1",
+        "--encryption-config",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--resources"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a wildcard kube-apiserver accepts") && !err.contains("cannot reach"),
+        "{err}"
+    );
 }

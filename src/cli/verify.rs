@@ -30,7 +30,8 @@ pub struct Args {
     /// kube-apiserver's EncryptionConfiguration (YAML or JSON).
     #[arg(long)]
     pub encryption_config: PathBuf,
-    /// Resources to check (`secrets`, `configmaps`, `deployments.apps`, ...); default: those of the config.
+    /// Resources to check (`secrets`, `configmaps`, `deployments.apps`, ...); default: those of
+    /// the config. Wildcards (`*.*`, `*.`, `*.<group>`) are expanded from the etcd keyspace.
     #[arg(long, value_delimiter = ',')]
     pub resources: Vec<String>,
     /// kube-apiserver's --etcd-prefix.
@@ -77,7 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         offender_limit: args.max_offenders,
     };
     // Check the config and resources before touching the network.
-    eargate_storage::verify::plan(&config, &options)?;
+    eargate_storage::verify::plan(&config, &options, None)?;
     let target = EtcdTarget {
         endpoints: args.etcd_endpoints,
         ca_file: args.cacert,

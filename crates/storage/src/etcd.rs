@@ -227,6 +227,57 @@ where
     Ok(read_at)
 }
 
+/// The distinct "directories" directly below `dir` (which ends with `/`): the segments `x`
+/// of the keys `<dir>x/…`, in key order, read at `revision` (0: the current one; the revision
+/// read at is returned). Keys directly in `dir` (no further `/`) are skipped. Keys only, one
+/// key per request: each answer is the first key of the next directory, and the read jumps
+/// past that whole directory, so the cost is the number of directories, not of objects.
+pub async fn child_directories(
+    client: &Client,
+    dir: &[u8],
+    revision: i64,
+) -> Result<(Vec<Vec<u8>>, i64), EtcdError> {
+    let mut kv = client.kv_client();
+    let end = crate::resources::prefix_range_end(dir);
+    let mut revision = revision;
+    let mut from = dir.to_vec();
+    let mut out = Vec::new();
+    loop {
+        let mut opts = GetOptions::new()
+            .with_range(end.clone())
+            .with_keys_only()
+            .with_limit(1);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let resp = kv
+            .get(from.clone(), Some(opts))
+            .await
+            .map_err(|e| request_error(e, revision))?;
+        if revision == 0 {
+            revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        let Some(key) = resp.kvs().first().map(|kv| kv.key().to_vec()) else {
+            return Ok((out, revision));
+        };
+        let rest = key.get(dir.len()..).unwrap_or_default();
+        match rest.iter().position(|b| *b == b'/') {
+            Some(i) => {
+                let mut sub = dir.to_vec();
+                sub.extend_from_slice(&rest[..=i]);
+                if i > 0 {
+                    out.push(rest[..i].to_vec());
+                }
+                from = crate::resources::prefix_range_end(&sub);
+            }
+            None => {
+                from = key;
+                from.push(0);
+            }
+        }
+    }
+}
+
 /// The oldest revision etcd can still read, i.e. the last compaction revision (1 when etcd
 /// was never compacted). Binary search with point reads of `probe_key`, at most ~log2(current)
 /// tiny requests.

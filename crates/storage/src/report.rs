@@ -210,6 +210,8 @@ pub struct HistoryReport {
 /// - `history` (with `--history`, else `null`): `compaction_revision`, `from_revision`,
 ///   `revisions_scanned`, `older_counts`, `offenders` (items carry `deleted: true` when the
 ///   object no longer exists), `remedy`;
+/// - `notes`: human sentences on what was checked: how wildcard entries (`*.*`, `*.`,
+///   `*.<group>`) were expanded from the etcd keyspace, and what they left out;
 /// - `problems`: human sentences explaining a negative verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -222,6 +224,7 @@ pub struct Report {
     pub keys: KeyCounts,
     pub offenders: OffenderList,
     pub history: Option<HistoryReport>,
+    pub notes: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -304,6 +307,9 @@ impl Report {
             rows.push(count_row("TOTAL", "", &self.totals));
         }
         table(&mut out, &rows);
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
         let keys: Vec<String> = self.keys.iter().map(|(k, n)| format!("{k}={n}")).collect();
         if !keys.is_empty() {
             let _ = writeln!(out, "values per key: {}", keys.join(", "));

@@ -1,18 +1,23 @@
 //! `eargate verify`: read the objects of the encrypted resources straight from etcd and
 //! prove which key sealed each one — optionally also every older revision etcd still keeps.
+//!
+//! Wildcard entries (`*.*`, `*.`, `*.<group>`) are expanded from the etcd keyspace itself:
+//! the resources stored under the prefix are found by their directories (see
+//! [`crate::resources::top_level`]), read at the same revision as everything else.
 
 use std::collections::HashMap;
 
 use eargate_policy::apiserver_config::EncryptionConfig;
 use etcd_client::Client;
 
-use crate::classify::{split_resource, Keyring, KeyringError, Outcome, OutcomeKind};
+use crate::classify::{entry_for, split_resource, Keyring, KeyringError, Outcome, OutcomeKind};
 use crate::etcd::{self, EtcdError};
 use crate::report::{
     Counts, HistoryReport, KeyCounts, Offender, OffenderList, Report, ResourceReport,
 };
 use crate::resources::{
-    normalise_prefix, prefix_range_end, resource_keys, ResourceError, ResourceKeys,
+    normalise_prefix, parse_wildcard, prefix_range_end, resource_keys, top_level, under_group,
+    under_services, ResourceError, ResourceKeys, StoredResource, TopLevel, Wildcard,
 };
 
 /// Offenders listed per section before the rest are only counted.
@@ -21,7 +26,8 @@ pub const DEFAULT_OFFENDER_LIMIT: usize = 1000;
 /// What to check.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// Resources to check; empty means every resource named in the config.
+    /// Resources to check; empty means every resource named in the config. Wildcards
+    /// (`*.*`, `*.`, `*.<group>`) are expanded from the etcd keyspace.
     pub resources: Vec<String>,
     /// kube-apiserver's `--etcd-prefix`.
     pub prefix: String,
@@ -62,8 +68,18 @@ pub struct Plan {
     pub keyring: Keyring,
 }
 
-/// Resolves the resources to check into key ranges and keyrings (pure; no etcd).
-pub fn plan(config: &EncryptionConfig, options: &VerifyOptions) -> Result<Vec<Plan>, VerifyError> {
+/// The resources to check, resolved.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub plans: Vec<Plan>,
+    /// The wildcards asked for, in order (empty when none).
+    pub wildcards: Vec<Wildcard>,
+    /// What the expansion of the wildcards did, for the report.
+    pub notes: Vec<String>,
+}
+
+/// The resources asked for: `--resources`, else every entry of the config.
+fn wanted(config: &EncryptionConfig, options: &VerifyOptions) -> Vec<String> {
     let names: Vec<String> = if options.resources.is_empty() {
         config
             .resources
@@ -73,35 +89,183 @@ pub fn plan(config: &EncryptionConfig, options: &VerifyOptions) -> Result<Vec<Pl
     } else {
         options.resources.clone()
     };
+    names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The keyring of a resource found by a wildcard, or `None` when the config does not cover
+/// it (a wildcard given with `--resources` may reach further than the config).
+fn expanded_keyring(
+    config: &EncryptionConfig,
+    stored: &StoredResource,
+) -> Result<Option<Keyring>, KeyringError> {
+    let name = stored.name();
+    let entry = match stored.group {
+        Some(_) => entry_for(config, &name),
+        // Of a group eargate does not know: only `*.*` is sure to cover it.
+        None => config
+            .resources
+            .iter()
+            .find(|e| e.resources.iter().any(|r| r.trim() == "*.*")),
+    };
+    entry
+        .map(|entry| Keyring::from_entry(&name, entry))
+        .transpose()
+}
+
+/// Resolves the resources to check into key ranges and keyrings (pure; no etcd).
+///
+/// `stored` is what the etcd keyspace holds (see [`stored_resources`]), used to expand the
+/// wildcards. Without it the wildcards are only checked (this is how the command line checks
+/// its input before connecting): every named resource maps to a key range, every wildcard is
+/// one kube-apiserver accepts, and the key material of the entries involved decodes.
+pub fn plan(
+    config: &EncryptionConfig,
+    options: &VerifyOptions,
+    stored: Option<&[StoredResource]>,
+) -> Result<Planned, VerifyError> {
+    let names = wanted(config, options);
+    if names.is_empty() {
+        return Err(VerifyError::NoResources);
+    }
     let prefix = normalise_prefix(&options.prefix)?;
-    let mut plans: Vec<Plan> = Vec::new();
-    for name in names {
-        let name = name.trim();
-        if name.is_empty() {
+    let mut planned = Planned::default();
+    let push = |plans: &mut Vec<Plan>, keys: ResourceKeys, keyring: Keyring| {
+        if !plans.iter().any(|p| p.keys.key_prefix == keys.key_prefix) {
+            plans.push(Plan { keys, keyring });
+        }
+    };
+    for name in &names {
+        if let Some(wildcard) = parse_wildcard(name)? {
+            // The entry's key material must decode whatever the keyspace holds.
+            for entry in config
+                .resources
+                .iter()
+                .filter(|e| e.resources.contains(name))
+            {
+                Keyring::from_entry(name, entry)?;
+            }
+            if !planned.wildcards.contains(&wildcard) {
+                planned.wildcards.push(wildcard);
+            }
             continue;
         }
         let keys = resource_keys(&prefix, name)?;
-        if plans.iter().any(|p| p.keys.key_prefix == keys.key_prefix) {
-            continue;
-        }
         // `secrets.` and `secrets` are the same resource.
         let canonical = match split_resource(name) {
             (r, "") => r.to_owned(),
-            _ => name.to_owned(),
+            _ => name.clone(),
         };
         let keyring = Keyring::for_resource(config, &canonical)?;
-        plans.push(Plan {
-            keys: ResourceKeys {
+        push(
+            &mut planned.plans,
+            ResourceKeys {
                 resource: canonical,
                 ..keys
             },
             keyring,
+        );
+    }
+    let Some(stored) = stored else {
+        return Ok(planned);
+    };
+    for wildcard in planned.wildcards.clone() {
+        let mut found = Vec::new();
+        let mut uncovered = Vec::new();
+        for s in stored.iter().filter(|s| s.matches(&wildcard)) {
+            match expanded_keyring(config, s)? {
+                Some(keyring) => {
+                    found.push(s.name());
+                    push(
+                        &mut planned.plans,
+                        ResourceKeys {
+                            resource: s.name(),
+                            key_prefix: s.key_prefix.clone(),
+                        },
+                        keyring,
+                    );
+                }
+                None => uncovered.push(s.name()),
+            }
+        }
+        planned.notes.push(if found.is_empty() {
+            format!("{wildcard} matched no resource stored under {prefix}/")
+        } else {
+            format!(
+                "{wildcard} expanded from the etcd keyspace to: {}",
+                found.join(", ")
+            )
         });
+        if !uncovered.is_empty() {
+            planned.notes.push(format!(
+                "{wildcard}: not checked, the encryption config does not cover them: {}",
+                uncovered.join(", ")
+            ));
+        }
     }
-    if plans.is_empty() {
-        return Err(VerifyError::NoResources);
+    if !planned.wildcards.contains(&Wildcard::All) {
+        let unknown: Vec<&str> = stored
+            .iter()
+            .filter(|s| s.group.is_none())
+            .map(|s| s.key_prefix.as_str())
+            .collect();
+        if !planned.wildcards.is_empty() && !unknown.is_empty() {
+            planned.notes.push(format!(
+                "not checked: {} (resources of an API group this eargate does not know, so no wildcard but *.* is sure to cover them)",
+                unknown.join(", ")
+            ));
+        }
     }
-    Ok(plans)
+    Ok(planned)
+}
+
+/// The resources stored under the prefix, read from the keyspace's directories at
+/// `revision` (0: the current one); returns them, in key order, and the revision read at.
+pub async fn stored_resources(
+    client: &Client,
+    prefix: &str,
+    revision: i64,
+) -> Result<(Vec<StoredResource>, i64), VerifyError> {
+    let prefix = normalise_prefix(prefix)?;
+    let dir = |path: &str| format!("{prefix}/{path}").into_bytes();
+    // Resource and group names are ASCII; a directory named otherwise is none of them.
+    let names = |segments: Vec<Vec<u8>>| {
+        segments
+            .into_iter()
+            .filter_map(|s| String::from_utf8(s).ok())
+            .collect::<Vec<_>>()
+    };
+    let (top, revision) = etcd::child_directories(client, &dir(""), revision).await?;
+    let mut out = Vec::new();
+    for segment in names(top) {
+        match top_level(&prefix, &segment) {
+            TopLevel::Resource(r) => out.push(r),
+            TopLevel::NotAResource => {}
+            TopLevel::Services => {
+                let (subs, _) =
+                    etcd::child_directories(client, &dir("services/"), revision).await?;
+                out.extend(
+                    names(subs)
+                        .iter()
+                        .filter_map(|sub| under_services(&prefix, sub)),
+                );
+            }
+            TopLevel::Group(group) => {
+                let (subs, _) =
+                    etcd::child_directories(client, &dir(&format!("{group}/")), revision).await?;
+                out.extend(
+                    names(subs)
+                        .iter()
+                        .map(|sub| under_group(&prefix, &group, sub)),
+                );
+            }
+        }
+    }
+    Ok((out, revision))
 }
 
 /// Runs the check against etcd.
@@ -110,7 +274,18 @@ pub async fn verify(
     config: &EncryptionConfig,
     options: &VerifyOptions,
 ) -> Result<Report, VerifyError> {
-    let plans = plan(config, options)?;
+    let mut revision = 0;
+    let Planned { plans, notes, .. } = {
+        let checked = plan(config, options, None)?;
+        if checked.wildcards.is_empty() {
+            checked
+        } else {
+            let (stored, read_at) = stored_resources(client, &options.prefix, 0).await?;
+            // Every resource is then read at the revision the keyspace was read at.
+            revision = read_at;
+            plan(config, options, Some(&stored))?
+        }
+    };
     let mut report = Report {
         ok: false,
         verdict: "not-verified",
@@ -121,10 +296,10 @@ pub async fn verify(
         keys: KeyCounts::default(),
         offenders: OffenderList::with_limit(options.offender_limit),
         history: None,
+        notes,
         problems: Vec::new(),
     };
     let mut scratch = Vec::new();
-    let mut revision = 0;
     for plan in &plans {
         let mut counts = Counts::default();
         let prefix = plan.keys.key_prefix.as_bytes().to_vec();
@@ -184,8 +359,12 @@ async fn history(
     current: i64,
     offender_limit: usize,
 ) -> Result<HistoryReport, VerifyError> {
-    let probe = plans[0].keys.key_prefix.as_bytes();
-    let oldest = etcd::oldest_readable_revision(client, probe, current).await?;
+    // Any key will do to probe which revisions are readable.
+    let probe: Vec<u8> = plans
+        .first()
+        .map(|p| p.keys.key_prefix.clone().into_bytes())
+        .unwrap_or_else(|| b"/".to_vec());
+    let oldest = etcd::oldest_readable_revision(client, &probe, current).await?;
     let mut scratch = Vec::new();
     let mut pending: HashMap<Vec<u8>, Pending> = HashMap::new();
     let mut scanned = 0u64;

@@ -444,3 +444,208 @@ async fn tls_with_client_certificates() {
         .to_string();
     assert!(err.contains("--cacert"), "{err}");
 }
+
+/// A config with one entry: `resources` sealed by secretbox [key2, key1], then identity.
+fn config_for(resources: &[&str]) -> EncryptionConfig {
+    let mut cfg = config();
+    cfg.resources[0].resources = resources.iter().map(|r| r.to_string()).collect();
+    cfg
+}
+
+fn checked(report: &Report) -> Vec<(&str, &str)> {
+    report
+        .resources
+        .iter()
+        .map(|r| (r.resource.as_str(), r.etcd_prefix.as_str()))
+        .collect()
+}
+
+fn counts<'a>(report: &'a Report, resource: &str) -> &'a eargate_storage::report::Counts {
+    &report
+        .resources
+        .iter()
+        .find(|r| r.resource == resource)
+        .unwrap_or_else(|| panic!("{resource} checked: {:?}", checked(report)))
+        .counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_expand_from_the_etcd_keyspace() {
+    let Some(etcd) = Etcd::start(false) else {
+        return;
+    };
+    let mut c = etcd.client().await;
+    let sealed = |name: &str| key2().seal(&proto_object(name));
+    for (key, value) in [
+        // Core resources, two of them under historic prefixes.
+        ("/registry/secrets/default/s1", sealed("s1")),
+        ("/registry/secrets/kube-system/s2", sealed("s2")),
+        ("/registry/configmaps/default/c1", json_object("c1")),
+        ("/registry/services/specs/default/svc", sealed("svc")),
+        (
+            "/registry/services/endpoints/default/svc",
+            json_object("ep"),
+        ),
+        ("/registry/minions/node-1", sealed("node-1")),
+        // Built-in group resources are stored under their plain name.
+        ("/registry/deployments/default/d", sealed("d")),
+        ("/registry/leases/kube-system/l", json_object("l")),
+        // Custom resources under <group>/<resource>.
+        ("/registry/example.com/widgets/w1", sealed("w1")),
+        ("/registry/example.com/gadgets/default/g", json_object("g")),
+        // No resources: allocation bitmaps, endpoint leases, a bare key.
+        ("/registry/ranges/serviceips", json_object("range")),
+        ("/registry/masterleases/10.0.0.1", json_object("lease")),
+        ("/registry/health", json_object("health")),
+        // A resource of a group this eargate does not know.
+        ("/registry/somethingnew/x", json_object("x")),
+        // Outside the prefix.
+        ("/other/secrets/default/o", json_object("o")),
+    ] {
+        put(&mut c, key, value).await;
+    }
+
+    // `*.`: every core resource found, whatever its directory.
+    let opts = VerifyOptions {
+        history: true,
+        ..VerifyOptions::default()
+    };
+    let report = verify(&c, &config_for(&["*."]), &opts).await.unwrap();
+    assert_eq!(
+        checked(&report),
+        [
+            ("configmaps", "/registry/configmaps/"),
+            ("nodes", "/registry/minions/"),
+            ("secrets", "/registry/secrets/"),
+            ("endpoints", "/registry/services/endpoints/"),
+            ("services", "/registry/services/specs/"),
+        ]
+    );
+    assert_eq!(counts(&report, "secrets").sealed_with_primary, 2);
+    assert_eq!(counts(&report, "configmaps").plaintext, 1);
+    assert_eq!(counts(&report, "endpoints").plaintext, 1);
+    assert_eq!(report.totals.total(), 6);
+    assert!(!report.ok);
+    assert!(report.history.is_some());
+    let text = report.to_text();
+    assert!(
+        text.contains(
+            "note: *. expanded from the etcd keyspace to: configmaps, nodes, secrets, endpoints, services"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("not checked: /registry/somethingnew/"),
+        "{text}"
+    );
+    assert!(!text.contains(MARKER) && !report.to_json().contains(MARKER));
+
+    // `*.apps`: the built-in apps resources, stored under their plain names.
+    let report = verify(&c, &config_for(&["*.apps"]), &VerifyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        checked(&report),
+        [("deployments.apps", "/registry/deployments/")]
+    );
+    assert!(report.ok, "{}", report.to_text());
+
+    // `*.<group>` of custom resources, next to a named resource.
+    let report = verify(
+        &c,
+        &config_for(&["secrets", "*.example.com"]),
+        &VerifyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        checked(&report),
+        [
+            ("secrets", "/registry/secrets/"),
+            ("gadgets.example.com", "/registry/example.com/gadgets/"),
+            ("widgets.example.com", "/registry/example.com/widgets/"),
+        ]
+    );
+    assert_eq!(counts(&report, "gadgets.example.com").plaintext, 1);
+    assert_eq!(
+        counts(&report, "widgets.example.com").sealed_with_primary,
+        1
+    );
+
+    // `*.*`: every resource, the unknown one included; never the bitmaps or leases.
+    let report = verify(&c, &config_for(&["*.*"]), &VerifyOptions::default())
+        .await
+        .unwrap();
+    let names: Vec<&str> = checked(&report).iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "configmaps",
+            "deployments.apps",
+            "gadgets.example.com",
+            "widgets.example.com",
+            "leases.coordination.k8s.io",
+            "nodes",
+            "secrets",
+            "endpoints",
+            "services",
+            "somethingnew",
+        ]
+    );
+    assert_eq!(report.totals.total(), 11);
+    assert_eq!(report.totals.plaintext, 5);
+    assert!(report.offenders.items.iter().all(|o| o.name != "serviceips"
+        && o.name != "10.0.0.1"
+        && o.name != "health"
+        && o.name != "o"));
+
+    // A wildcard given with --resources reaches only what the config covers.
+    let only = VerifyOptions {
+        resources: vec!["*.apps".into(), "secrets".into()],
+        ..VerifyOptions::default()
+    };
+    let report = verify(&c, &config_for(&["secrets"]), &only).await.unwrap();
+    assert_eq!(checked(&report), [("secrets", "/registry/secrets/")]);
+    assert!(report.ok, "{}", report.to_text());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("does not cover them: deployments.apps")),
+        "{:?}",
+        report.notes
+    );
+
+    // A group with nothing stored: nothing to prove, and said so.
+    let report = verify(&c, &config_for(&["*.batch"]), &opts).await.unwrap();
+    assert!(report.resources.is_empty());
+    assert!(report.ok);
+    assert!(
+        report.notes[0].contains("*.batch matched no resource stored under /registry/"),
+        "{:?}",
+        report.notes
+    );
+
+    // Under another prefix, the same layout is found there.
+    let report = verify(
+        &c,
+        &config_for(&["*."]),
+        &VerifyOptions {
+            prefix: "/other".into(),
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(checked(&report), [("secrets", "/other/secrets/")]);
+
+    // A wildcard kube-apiserver refuses is bad input, before any read.
+    let err = verify(&c, &config_for(&["*"]), &VerifyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not a wildcard kube-apiserver accepts"),
+        "{err}"
+    );
+}
