@@ -3,7 +3,7 @@
 //! how a failure is described (without object contents), and where a restarted list
 //! resumes.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use kube::core::Status;
 
@@ -106,10 +106,27 @@ impl RetryPolicy {
     }
 }
 
-/// Parses `Retry-After` in its delta-seconds form, the one kube-apiserver sends.
-/// (An HTTP-date gets `None` and falls back to backoff.)
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delta-seconds, the form kube-apiserver sends,
+/// or an HTTP-date, which proxies and load balancers in front of it may send. Anything
+/// else is `None` (backoff then applies).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+/// [`parse_retry_after`] with the current time given: an HTTP-date is the wait until then
+/// (zero when it has passed). HTTP-dates are IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`); as RFC 9110 asks of recipients, the obsolete RFC 850
+/// and asctime forms are accepted too.
+pub fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Delta-seconds: a huge value saturates (the policy caps it anyway).
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The server's hint from the header, else from the `Status` body.
@@ -241,7 +258,14 @@ mod tests {
     #[test]
     fn retry_after_from_header_or_status() {
         assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        for bad in ["", "-1", "1.5", "+3", "soon", "Wed, 21 Oct 2015 07:28:00"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad:?}");
+        }
         let status = Status {
             details: Some(details(serde_json::json!({"retryAfterSeconds": 4}))),
             ..Default::default()
@@ -256,6 +280,63 @@ mod tests {
         );
         assert_eq!(retry_after(Some("soon"), None), None);
         assert_eq!(retry_after(None, Some(&Status::default())), None);
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        // 1994-11-06T08:49:37Z, RFC 9110's example date.
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let before = |secs| date - Duration::from_secs(secs);
+        // IMF-fixdate, and the two obsolete forms recipients must accept.
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_retry_after_at(form, before(7)),
+                Some(Duration::from_secs(7)),
+                "{form}"
+            );
+        }
+        assert_eq!(
+            parse_retry_after_at(" Sun, 06 Nov 1994 08:49:37 GMT ", before(90)),
+            Some(Duration::from_secs(90))
+        );
+        // A date already passed: retry now, not never.
+        assert_eq!(
+            parse_retry_after_at(
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                date + Duration::from_secs(5)
+            ),
+            Some(Duration::ZERO)
+        );
+        // Sub-second "now": the wait is what is left until the date.
+        assert_eq!(
+            parse_retry_after_at(
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                date - Duration::from_millis(1500)
+            ),
+            Some(Duration::from_millis(1500))
+        );
+        // Not a date.
+        assert_eq!(
+            parse_retry_after_at("Sun, 32 Nov 1994 08:49:37 GMT", date),
+            None
+        );
+        // Through the header path, and the policy's ceiling still applies.
+        let now = SystemTime::now();
+        let in_a_minute = httpdate::fmt_http_date(now + Duration::from_secs(61));
+        let got = retry_after(Some(&in_a_minute), None).expect("a date is a hint");
+        assert!(
+            got > Duration::from_secs(55) && got <= Duration::from_secs(61),
+            "{got:?}"
+        );
+        let p = RetryPolicy {
+            max_retry_after: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(p.delay(1, Some(got), 0.5), Some(Duration::from_secs(10)));
     }
 
     #[test]

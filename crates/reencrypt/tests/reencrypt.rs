@@ -425,3 +425,33 @@ async fn an_unreachable_api_server_is_an_error() {
         Err(Error::Kubeconfig { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_given_as_an_http_date_is_honoured() {
+    let mut world = World::standard();
+    for i in 0..3 {
+        world.add("secrets", Some("ns-0"), &format!("s-{i}"));
+    }
+    // 429 with `Retry-After: <HTTP-date 2 s ahead>`, as a proxy in front of the API may send.
+    world
+        .faults
+        .throttle_until_date
+        .insert(obj_ref("secrets", "ns-0/s-1"), 1);
+    let standin = StandIn::start(world).await;
+
+    let (result, _) = run(&standin, &options(&["secrets"])).await;
+    let summary = result.expect("run completes");
+    assert!(summary.ok, "{}", summary.to_text());
+    assert_eq!(summary.totals.rewritten, 3);
+    let w = standin.world.lock().unwrap();
+    let attempts = &w.attempts[&obj_ref("secrets", "ns-0/s-1")];
+    assert_eq!(attempts.len(), 2, "one 429, then the successful retry");
+    // The date has whole seconds, so the wait is 1 to 2 s; the backoff alone (5 ms here)
+    // would have retried at once.
+    let waited = attempts[1] - attempts[0];
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}, before the Retry-After date"
+    );
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+}

@@ -72,6 +72,9 @@ pub struct Faults {
     pub bump_after_listing: HashSet<ObjRef>,
     /// This many PUTs answered 429 with `Retry-After: 1`.
     pub throttle: HashMap<ObjRef, u32>,
+    /// This many PUTs answered 429 with `Retry-After` as an HTTP-date 2 s ahead (1 to 2 s
+    /// of waiting once rounded down to the second, as the format requires).
+    pub throttle_until_date: HashMap<ObjRef, u32>,
     /// This many PUTs answered 500.
     pub fail_500: HashMap<ObjRef, u32>,
     /// Every PUT answered 422 (message quoting the data, as validation messages may).
@@ -94,7 +97,7 @@ pub struct World {
     pub writes: HashMap<ObjRef, u32>,
     /// Every PUT that was not a success: (when, object, status).
     pub rejected: Vec<(Instant, ObjRef, u16)>,
-    /// PUTs that arrived after the object's 429, with when they arrived.
+    /// PUTs of an object with a throttle fault, with when they arrived.
     pub attempts: HashMap<ObjRef, Vec<Instant>>,
     pub continue_requests: HashMap<String, usize>,
     pub list_requests: HashMap<String, usize>,
@@ -514,7 +517,11 @@ fn put(
     let key = key_of(ns, name);
     let r = obj_ref(&id, &key);
     w.puts += 1;
-    if w.track_attempts && (w.faults.throttle.contains_key(&r) || w.attempts.contains_key(&r)) {
+    if w.track_attempts
+        && (w.faults.throttle.contains_key(&r)
+            || w.faults.throttle_until_date.contains_key(&r)
+            || w.attempts.contains_key(&r))
+    {
         w.attempts
             .entry(r.clone())
             .or_default()
@@ -546,6 +553,21 @@ fn put(
         );
         resp.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));
+        return resp;
+    }
+    if let Some(n) = w.faults.throttle_until_date.get_mut(&r).filter(|n| **n > 0) {
+        *n -= 1;
+        reject(w, 429);
+        let mut resp = status(
+            429,
+            "TooManyRequests",
+            "too many requests, please try again later",
+        );
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+        resp.headers_mut().insert(
+            "retry-after",
+            HeaderValue::from_str(&date).expect("an HTTP-date is a header value"),
+        );
         return resp;
     }
     if let Some(n) = w.faults.fail_500.get_mut(&r).filter(|n| **n > 0) {
