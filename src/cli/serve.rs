@@ -1,10 +1,13 @@
 //! `eargate serve`: the HTTPS admission server kube-apiserver calls for every change of
-//! a Cluster. Runs until SIGTERM or Ctrl-C, then drains and exits 0.
+//! a Cluster. Runs until SIGTERM or Ctrl-C. Then `/readyz` turns false while the server
+//! keeps accepting for `--shutdown-delay` (the endpoints drop the pod meanwhile; a second
+//! SIGTERM or Ctrl-C skips the rest of the delay), drains and exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use eargate_admission::{PolicyReviewer, ServeConfig, DEFAULT_MAX_BODY_BYTES};
 use eargate_policy::names::DEFAULT_STATUS_WRITER;
@@ -27,7 +30,7 @@ pub struct Args {
     /// PEM private key matching --tls-cert-file.
     #[arg(long)]
     pub tls_key_file: PathBuf,
-    /// Plain-HTTP address for GET /metrics (Prometheus).
+    /// Plain-HTTP address for GET /metrics (Prometheus), GET /healthz and GET /readyz.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
     /// Identity allowed to change status.encryption (repeatable). Default: the
@@ -37,12 +40,32 @@ pub struct Args {
     /// Largest AdmissionReview accepted; bigger bodies get 413 without being read.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// After SIGTERM: /readyz answers 503 while the server keeps accepting connections and
+    /// serving requests for this long (5s, 500ms, 0s), so that kube-apiserver stops sending
+    /// to this pod before its port closes; then the drain (in-flight requests get up to
+    /// 10 s). A second SIGTERM or Ctrl-C skips the rest of the delay.
+    #[arg(long, default_value = "5s", value_parser = parse_shutdown_delay)]
+    pub shutdown_delay: Duration,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Seconds between checks of the certificate files for a rotated pair.
     #[arg(long, default_value_t = 2, hide = true)]
     pub cert_poll_seconds: u64,
+}
+
+/// `--shutdown-delay`: what [`super::reconcile::parse_duration`] reads, and zero as well
+/// (`0s`, `0ms`, `0`: drain at once), which is a valid delay but not a valid timeout.
+fn parse_shutdown_delay(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let digits = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let all_zero = digits > 0 && trimmed[..digits].bytes().all(|b| b == b'0');
+    if all_zero && ["", "ms", "s", "m", "h"].contains(&&trimmed[digits..]) {
+        return Ok(Duration::ZERO);
+    }
+    super::reconcile::parse_duration(text)
 }
 
 /// Logs go through a writer thread that batches lines while requests keep coming and
@@ -126,41 +149,97 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = ServeConfig::new(args.listen, args.tls_cert_file, args.tls_key_file);
     config.metrics_listen = Some(args.metrics_listen);
     config.max_body_bytes = args.max_body_bytes;
-    config.cert_poll_interval = std::time::Duration::from_secs(args.cert_poll_seconds.max(1));
+    config.cert_poll_interval = Duration::from_secs(args.cert_poll_seconds.max(1));
+    config.shutdown_delay = args.shutdown_delay;
     let reviewer = Arc::new(PolicyReviewer {
         config: PolicyConfig { status_writers },
     });
     super::runtime()?.block_on(async move {
+        let mut stop = StopSignals::new()?;
         let running = eargate_admission::start(config, reviewer).await?;
-        wait_for_stop_signal().await?;
-        running.begin_drain();
-        running.wait().await?;
+        stop.recv().await;
+        // A second signal during the delay skips the rest of it (someone wants it gone now).
+        running.shutdown(stop.recv()).await?;
         tracing::info!("drained; exiting");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
+/// SIGTERM (Kubernetes stopping the pod) and SIGINT (Ctrl-C), listened to from before the
+/// server starts until it has drained, so that a second signal is seen too.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received");
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn shutdown_delay_takes_durations_and_zero() {
+        for (text, want) in [
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("1m30s", Duration::from_secs(90)),
+            ("7", Duration::from_secs(7)),
+            ("0s", Duration::ZERO),
+            ("0ms", Duration::ZERO),
+            ("0", Duration::ZERO),
+            ("00s", Duration::ZERO),
+        ] {
+            assert_eq!(parse_shutdown_delay(text), Ok(want), "{text}");
+        }
+        for bad in ["", "s", "0x", "-1s", "1.5s", "5 seconds", "0s5"] {
+            assert!(parse_shutdown_delay(bad).is_err(), "{bad}");
+        }
+        use clap::Parser as _;
+        let cli = |extra: &[&str]| {
+            let mut argv = vec!["eargate", "serve", "--tls-cert-file=c", "--tls-key-file=k"];
+            argv.extend_from_slice(extra);
+            match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+                crate::cli::Command::Serve(args) => args.shutdown_delay,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(cli(&[]), Duration::from_secs(5));
+        assert_eq!(cli(&["--shutdown-delay=0s"]), Duration::ZERO);
+        assert_eq!(
+            cli(&["--shutdown-delay", "250ms"]),
+            Duration::from_millis(250)
+        );
+    }
 
     #[test]
     fn text_lines_escape_control_characters_in_values() {

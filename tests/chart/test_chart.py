@@ -280,6 +280,7 @@ def test_webhook_runs_eargate_serve_with_the_agreed_flags(rendered):
         "--metrics-listen=0.0.0.0:9090",
         f"--status-writer={writer}",
         "--log-format=json",
+        "--shutdown-delay=5s",
     ]
     mounts = container(dep)["volumeMounts"]
     assert {"name": "tls", "mountPath": "/etc/eargate/tls", "readOnly": True} in mounts
@@ -345,6 +346,74 @@ def test_default_image_tag_is_the_app_version(rendered):
     assert app_version == cargo_version
     for comp in ("webhook", "reconciler"):
         assert container(deployment(rendered["default"], comp))["image"] == f"eargate:{app_version}"
+
+
+# ---------------------------------------------------------------- shutdown
+
+
+def drain_timeout_seconds() -> int:
+    """`eargate serve`'s drain timeout (DEFAULT_DRAIN_TIMEOUT in the admission crate)."""
+    src = (ROOT / "crates" / "admission" / "src" / "server.rs").read_text()
+    m = re.search(r"pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", src)
+    assert m, "DEFAULT_DRAIN_TIMEOUT not found in crates/admission/src/server.rs"
+    return int(m.group(1))
+
+
+def duration_seconds(text: str) -> float:
+    """A --shutdown-delay value the way eargate reads it: 15m, 90s, 1h30m, 500ms, or a bare
+    number of seconds."""
+    if re.fullmatch(r"\d+", text):
+        return float(text)
+    assert re.fullmatch(r"(\d+(ms|s|m|h))+", text), text
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * unit[u] for n, u in re.findall(r"(\d+)(ms|s|m|h)", text))
+
+
+@pytest.mark.parametrize(
+    "values, delay",
+    [
+        ({}, 5),
+        ({"webhook": {"shutdownDelay": "0s"}}, 0),
+        ({"webhook": {"shutdownDelay": "500ms"}}, 0.5),
+        ({"webhook": {"shutdownDelay": "1500ms"}}, 1.5),
+        ({"webhook": {"shutdownDelay": "20s"}}, 20),
+        ({"webhook": {"shutdownDelay": "2m"}}, 120),
+        ({"webhook": {"shutdownDelay": 7}}, 7),
+        ({"webhook": {"shutdownDelay": "20s", "terminationGracePeriodSeconds": 31}}, 20),
+        ({"webhook": {"shutdownDelay": "5s", "terminationGracePeriodSeconds": 120}}, 5),
+    ],
+)
+def test_webhook_grace_period_outlasts_the_shutdown_delay_and_the_drain(values, delay):
+    """After SIGTERM the webhook serves for the shutdown delay, then drains for up to the
+    drain timeout: the kubelet must not SIGKILL it before both are over."""
+    dep = deployment(render(values), "webhook")
+    [given] = flag(args_of(dep), "shutdown-delay")
+    assert duration_seconds(given) == delay
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert isinstance(grace, int)
+    assert grace > duration_seconds(given) + drain_timeout_seconds(), (given, grace)
+    wanted = values.get("webhook", {}).get("terminationGracePeriodSeconds")
+    if wanted is not None:
+        assert grace == wanted
+    else:
+        assert grace <= delay + drain_timeout_seconds() + 10, "no needlessly long grace period"
+
+
+@pytest.mark.parametrize(
+    "webhook, message",
+    [
+        ({"shutdownDelay": "1.5s"}, "webhook.shutdownDelay must be a duration"),
+        ({"shutdownDelay": "5 seconds"}, "webhook.shutdownDelay must be a duration"),
+        ({"shutdownDelay": "-1s"}, "webhook.shutdownDelay must be a duration"),
+        ({"shutdownDelay": ""}, "webhook.shutdownDelay must be a duration"),
+        ({"shutdownDelay": "20s", "terminationGracePeriodSeconds": 30}, "must be larger than webhook.shutdownDelay (20s) + the 10 s drain: at least 31"),
+        ({"shutdownDelay": "5s", "terminationGracePeriodSeconds": 10}, "terminationGracePeriodSeconds (10) must be larger"),
+        ({"terminationGracePeriodSeconds": "soon"}, "webhook.terminationGracePeriodSeconds must be a whole number"),
+    ],
+)
+def test_shutdown_values_that_would_cut_reviews_off_are_refused(webhook, message):
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render({"webhook": webhook})
 
 
 # ---------------------------------------------------------------- pods

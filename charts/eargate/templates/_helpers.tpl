@@ -112,6 +112,46 @@ app.kubernetes.io/component: reconciler
 {{- $writers | uniq | toJson }}
 {{- end }}
 
+{{/* webhook.shutdownDelay as given to --shutdown-delay, checked: one number and a unit
+(ms, s, m) or a bare number of seconds. */}}
+{{- define "eargate.webhook.shutdownDelay" -}}
+{{- $d := toString .Values.webhook.shutdownDelay | trim }}
+{{- if not (regexMatch "^[0-9]+(ms|s|m)?$" $d) }}
+{{- fail (printf "webhook.shutdownDelay must be a duration such as 5s, 500ms or 0s (a whole number and one unit: ms, s or m), got %q" $d) }}
+{{- end }}
+{{- $d }}
+{{- end }}
+
+{{/* webhook.shutdownDelay in whole seconds, rounded up. */}}
+{{- define "eargate.webhook.shutdownDelaySeconds" -}}
+{{- $d := include "eargate.webhook.shutdownDelay" . }}
+{{- if hasSuffix "ms" $d }}
+{{- div (add (trimSuffix "ms" $d | atoi) 999) 1000 }}
+{{- else if hasSuffix "m" $d }}
+{{- mul (trimSuffix "m" $d | atoi) 60 }}
+{{- else }}
+{{- trimSuffix "s" $d | atoi }}
+{{- end }}
+{{- end }}
+
+{{/* The webhook pod's terminationGracePeriodSeconds: it must outlast the shutdown delay
+plus the drain (eargate's drain timeout, DEFAULT_DRAIN_TIMEOUT: 10 s), or the kubelet's
+SIGKILL cuts reviews off. */}}
+{{- define "eargate.webhook.terminationGracePeriodSeconds" -}}
+{{- $needed := add (include "eargate.webhook.shutdownDelaySeconds" . | atoi) 10 }}
+{{- $given := .Values.webhook.terminationGracePeriodSeconds }}
+{{- if kindIs "invalid" $given }}{{ $given = "" }}{{ end }}
+{{- if eq (toString $given) "" }}
+{{- add $needed 5 }}
+{{- else if not (regexMatch "^[0-9]+$" (toString $given)) }}
+{{- fail (printf "webhook.terminationGracePeriodSeconds must be a whole number of seconds, got %q" (toString $given)) }}
+{{- else if le (int $given) $needed }}
+{{- fail (printf "webhook.terminationGracePeriodSeconds (%d) must be larger than webhook.shutdownDelay (%s) + the 10 s drain: at least %d" (int $given) (include "eargate.webhook.shutdownDelay" .) (add $needed 1)) }}
+{{- else }}
+{{- int $given }}
+{{- end }}
+{{- end }}
+
 {{/* Spread replicas across nodes unless the user gave constraints of their own. */}}
 {{- define "eargate.topologySpread" -}}
 {{- $c := index . 0 }}{{- $selector := index . 1 }}

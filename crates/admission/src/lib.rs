@@ -10,5 +10,5 @@ pub mod tls;
 
 pub use server::{
     install_panic_hook, start, PolicyReviewer, Reviewer, Running, ServeConfig, ServeError,
-    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_SHUTDOWN_DELAY,
 };

@@ -1,7 +1,9 @@
 //! The HTTPS server kube-apiserver calls: routing, the strict HTTP edge (content type,
 //! body limit, methods), the review handler, health, metrics, certificate reload and the
-//! SIGTERM drain.
+//! shutdown that loses no request: on SIGTERM readiness turns false while the server keeps
+//! accepting for the shutdown delay (so that endpoints can update), then it drains.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +28,12 @@ use crate::tls::{self, CertReloader, CertStore, TlsError};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// How often the certificate files are re-read.
 pub const DEFAULT_CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// How long in-flight requests may run after SIGTERM.
+/// How long in-flight requests may run once the drain has begun (the listener is closed).
+/// The chart's `terminationGracePeriodSeconds` must cover the shutdown delay plus this.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server keeps accepting after SIGTERM, readiness false, before it drains:
+/// time for the endpoints to drop the pod, so that no client is sent to a closed port.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 /// How long a client may take to send a request's headers, and then its body: what
 /// kube-apiserver waits for a webhook by default (the chart sets 5 s), so no real caller is
 /// cut off, while a client that trickles bytes cannot hold a connection and its buffers.
@@ -61,6 +67,8 @@ pub struct ServeConfig {
     pub tls_key_file: PathBuf,
     pub max_body_bytes: usize,
     pub cert_poll_interval: Duration,
+    /// After SIGTERM: readiness false, still accepting, for this long; then the drain.
+    pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     /// Limit on reading a request's headers, and separately its body (HTTP/1.1 headers:
     /// the connection is closed; a body: 408).
@@ -76,6 +84,7 @@ impl ServeConfig {
             tls_key_file,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             cert_poll_interval: DEFAULT_CERT_POLL_INTERVAL,
+            shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
         }
@@ -105,7 +114,8 @@ struct AppState {
     reviewer: Arc<dyn Reviewer>,
     metrics: Arc<Metrics>,
     store: Arc<CertStore>,
-    draining: AtomicBool,
+    /// Set on SIGTERM: `/readyz` answers 503 from then on (requests are still served).
+    shutting_down: AtomicBool,
     max_body_bytes: usize,
     request_read_timeout: Duration,
 }
@@ -142,9 +152,11 @@ fn router(state: Arc<AppState>) -> Router {
         ))
 }
 
+/// `/readyz` on both ports: 503 from SIGTERM on (the server still answers reviews during
+/// the shutdown delay) and while no serving certificate is loaded.
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    if s.draining.load(Ordering::Acquire) {
-        plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    if s.shutting_down.load(Ordering::Acquire) {
+        plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
     } else if !s.store.has_cert() {
         plain(StatusCode::SERVICE_UNAVAILABLE, "no serving certificate")
     } else {
@@ -385,6 +397,7 @@ pub struct Running {
     pub store: Arc<CertStore>,
     state: Arc<AppState>,
     handle: axum_server::Handle<SocketAddr>,
+    shutdown_delay: Duration,
     drain_timeout: Duration,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -392,15 +405,44 @@ pub struct Running {
 }
 
 impl Running {
+    /// What SIGTERM starts: readiness false at once while the server keeps accepting
+    /// connections and answering requests for the shutdown delay, so that the endpoints
+    /// can drop this pod before its port closes. Then the drain (see
+    /// [`Running::begin_drain`]) and the wait for it. The delay ends early when
+    /// `skip_delay` resolves (a second SIGTERM or Ctrl-C). Returns when the server stopped.
+    pub async fn shutdown(self, skip_delay: impl Future<Output = ()>) -> Result<(), ServeError> {
+        self.begin_shutdown();
+        tokio::select! {
+            _ = tokio::time::sleep(self.shutdown_delay) => {}
+            _ = skip_delay => tracing::info!("shutdown delay cut short"),
+        }
+        self.begin_drain();
+        self.wait().await
+    }
+
+    /// Readiness false; everything else goes on (new connections and requests are served).
+    pub fn begin_shutdown(&self) {
+        self.state.shutting_down.store(true, Ordering::Release);
+        tracing::info!(
+            delay_ms = self.shutdown_delay.as_millis() as u64,
+            "shutting down: readiness false, still accepting until the shutdown delay is over"
+        );
+    }
+
     /// Readiness false, stop accepting, let in-flight requests finish (up to the drain
     /// timeout). Returns at once; `wait` returns when the drain is over.
     pub fn begin_drain(&self) {
-        self.state.draining.store(true, Ordering::Release);
+        self.state.shutting_down.store(true, Ordering::Release);
         tracing::info!(
             timeout_s = self.drain_timeout.as_secs(),
-            "draining: readiness false, no new connections"
+            "draining: no new connections, in-flight requests finish"
         );
         self.handle.graceful_shutdown(Some(self.drain_timeout));
+    }
+
+    /// How long [`Running::shutdown`] keeps accepting before it drains.
+    pub fn shutdown_delay(&self) -> Duration {
+        self.shutdown_delay
     }
 
     /// Waits for the admission server to stop, then stops the metrics port and reloader.
@@ -458,7 +500,7 @@ pub async fn start(
         reviewer,
         metrics: metrics.clone(),
         store: store.clone(),
-        draining: AtomicBool::new(false),
+        shutting_down: AtomicBool::new(false),
         max_body_bytes: config.max_body_bytes,
         request_read_timeout: config.request_read_timeout,
     });
@@ -497,6 +539,8 @@ pub async fn start(
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             let m = metrics.clone();
+            // The same health and readiness as on the TLS port, in plain HTTP beside the
+            // metrics (like the reconciler's), for probes and tools that do not speak TLS.
             let app = Router::new()
                 .route(
                     "/metrics",
@@ -515,7 +559,15 @@ pub async fn start(
                         }
                     }),
                 )
-                .fallback(|| async { plain(StatusCode::NOT_FOUND, "not found: metrics are at GET /metrics") });
+                .route("/healthz", get(|| async { "ok\n" }))
+                .route("/readyz", get(readyz))
+                .fallback(|| async {
+                    plain(
+                        StatusCode::NOT_FOUND,
+                        "not found: this port serves GET /metrics, GET /healthz, GET /readyz",
+                    )
+                })
+                .with_state(state.clone());
             background.push(tokio::spawn(async move {
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = rx.await;
@@ -544,6 +596,7 @@ pub async fn start(
         store,
         state,
         handle,
+        shutdown_delay: config.shutdown_delay,
         drain_timeout: config.drain_timeout,
         server,
         background,

@@ -809,3 +809,422 @@ async fn logs_have_one_line_per_review_and_no_key_material() {
     // The Display of the loaded certificate state must not leak either.
     assert!(!format!("{:?}", server.certs).contains("PRIVATE"));
 }
+
+/// An HTTP/2-only client (ALPN offers h2 alone, no HTTP/1.1 fallback), as kube-apiserver's
+/// webhook client talks to a server that offers h2.
+fn h2_client(server: &TestServer) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server.certs.ca_cert_pem.as_bytes()).unwrap(),
+        )
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// 400, 413 and 415 over HTTP/2 are whole HTTP responses with a body that explains, not
+/// stream resets: also when the server answers before the client has sent all of a body
+/// bigger than HTTP/2's flow-control window, and with more requests on the same connection
+/// afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_bad_requests_get_real_400_413_415_responses() {
+    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
+        c.max_body_bytes = 64 * 1024
+    })
+    .await;
+    let h2 = h2_client(&server);
+    let good = review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    );
+    let good = serde_json::to_vec(&good).unwrap();
+    // Valid JSON text up to the limit and beyond: an array of numbers.
+    let json_of = |len: usize| {
+        let mut v = b"[0".to_vec();
+        while v.len() < len - 1 {
+            v.extend_from_slice(b",0");
+        }
+        v.push(b']');
+        v
+    };
+    let mut malformed_big = b"{\"apiVersion\":".to_vec();
+    malformed_big.resize(60 * 1024, b' ');
+    let cases = vec![
+        (
+            "malformed JSON",
+            Some("application/json"),
+            b"{this is not json".to_vec(),
+            400,
+            "not a JSON AdmissionReview",
+        ),
+        (
+            "truncated JSON near the limit",
+            Some("application/json"),
+            malformed_big,
+            400,
+            "not a JSON AdmissionReview",
+        ),
+        (
+            "not a review",
+            Some("application/json"),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"1"}}"#.to_vec(),
+            400,
+            "expected kind AdmissionReview",
+        ),
+        (
+            "wrong content type, small",
+            Some("text/plain"),
+            good.clone(),
+            415,
+            "Content-Type: application/json",
+        ),
+        (
+            "wrong content type, 1 MiB",
+            Some("application/yaml"),
+            json_of(1024 * 1024),
+            415,
+            "Content-Type: application/json",
+        ),
+        (
+            "no content type, 1 MiB",
+            None,
+            json_of(1024 * 1024),
+            415,
+            "Content-Type: application/json",
+        ),
+        (
+            "just over the limit",
+            Some("application/json"),
+            json_of(64 * 1024 + 1),
+            413,
+            "--max-body-bytes",
+        ),
+        (
+            "1 MiB over the limit",
+            Some("application/json"),
+            json_of(1024 * 1024),
+            413,
+            "--max-body-bytes",
+        ),
+        (
+            "8 MiB over the limit",
+            Some("application/json"),
+            json_of(8 * 1024 * 1024),
+            413,
+            "--max-body-bytes",
+        ),
+    ];
+    for round in 0..2 {
+        for path in ["/validate", "/mutate"] {
+            for (what, content_type, body, code, explains) in &cases {
+                let mut req = h2.post(server.url(path)).body(body.clone());
+                if let Some(ct) = content_type {
+                    req = req.header("content-type", *ct);
+                }
+                let resp = match req.send().await {
+                    Ok(resp) => resp,
+                    Err(err) => {
+                        panic!("{what} on {path} (round {round}): no HTTP response: {err:?}")
+                    }
+                };
+                assert_eq!(resp.version(), reqwest::Version::HTTP_2, "{what}");
+                assert_eq!(resp.status().as_u16(), *code, "{what} on {path}");
+                let text = match resp.text().await {
+                    Ok(text) => text,
+                    Err(err) => panic!("{what} on {path}: the body was cut off: {err:?}"),
+                };
+                assert!(
+                    text.contains(explains) && text.len() < 300,
+                    "{what} on {path}: {text:?}"
+                );
+                // The connection is still good for a real review.
+                let ok = h2
+                    .post(server.url(path))
+                    .header("content-type", "application/json")
+                    .body(good.clone())
+                    .send()
+                    .await
+                    .unwrap_or_else(|err| panic!("after {what} on {path}: {err:?}"));
+                assert_eq!(ok.status().as_u16(), 200, "after {what} on {path}");
+            }
+        }
+    }
+    let metrics = server.metrics().await;
+    for code in ["400", "413", "415"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"eargate_admission_rejected_requests_total{{webhook="validate",code="{code}"}}"#
+            )),
+            "{metrics}"
+        );
+    }
+}
+
+/// One HTTP/2 frame as read off the wire.
+#[derive(Debug)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 0x1;
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends one request on a fresh HTTP/2 connection, frame by frame (HPACK literals without
+/// indexing), with `body` in DATA frames that do NOT end the stream: the client is still
+/// sending when the server answers. Returns every frame the server sent on stream 1 (and
+/// GOAWAY) within a second after the last one.
+async fn h2_raw_request(server: &TestServer, headers: &[(&str, &str)], body: &[u8]) -> Vec<Frame> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::CertificateDer::from_pem_slice(server.certs.ca_cert_pem.as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.running().addr)
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[])); // SETTINGS
+    let mut block = Vec::new();
+    for (name, value) in headers {
+        assert!(name.len() < 127 && value.len() < 127);
+        block.push(0); // literal without indexing, new name
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    out.extend(h2_frame(HEADERS, 0x4, 1, &block)); // END_HEADERS
+                                                   // Within the initial 64 KiB flow-control window.
+    for chunk in body.chunks(16 * 1024) {
+        out.extend(h2_frame(DATA, 0, 1, chunk));
+    }
+    tls.write_all(&out).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut wire = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), tls.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        wire.extend_from_slice(&buf[..n]);
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= wire.len() {
+        let len = (usize::from(wire[at]) << 16)
+            | (usize::from(wire[at + 1]) << 8)
+            | usize::from(wire[at + 2]);
+        let stream = u32::from_be_bytes(wire[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff;
+        let frame = Frame {
+            kind: wire[at + 3],
+            flags: wire[at + 4],
+            stream,
+            payload: wire[at + 9..(at + 9 + len).min(wire.len())].to_vec(),
+        };
+        if frame.stream == 1 || frame.kind == GOAWAY {
+            frames.push(frame);
+        }
+        at += 9 + len;
+    }
+    frames
+}
+
+/// At the frame level: the 413 and 415 that the server sends while the client is still
+/// sending its body are a HEADERS frame and DATA ending the stream, with the explanation;
+/// only after that whole response may the server ask the client to stop sending, and only
+/// with RST_STREAM(NO_ERROR) (RFC 9113 §8.1), never a reset instead of the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_early_replies_end_the_stream_before_any_reset() {
+    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
+        c.max_body_bytes = 1024
+    })
+    .await;
+    let base = [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/validate"),
+        (":authority", "localhost"),
+    ];
+    let body = vec![b' '; 40 * 1024];
+    let cases = vec![
+        (
+            "wrong content type",
+            vec![("content-type", "text/plain"), ("content-length", "40960")],
+            "Content-Type: application/json",
+        ),
+        (
+            "declared over the limit",
+            vec![
+                ("content-type", "application/json"),
+                ("content-length", "104857600"),
+            ],
+            "--max-body-bytes",
+        ),
+        (
+            "no length, over the limit",
+            vec![("content-type", "application/json")],
+            "--max-body-bytes",
+        ),
+    ];
+    for (what, extra, explains) in cases {
+        let headers: Vec<(&str, &str)> = base.iter().copied().chain(extra).collect();
+        let frames = h2_raw_request(&server, &headers, &body).await;
+        let ends = frames
+            .iter()
+            .position(|f| (f.kind == DATA || f.kind == HEADERS) && f.flags & END_STREAM != 0)
+            .unwrap_or_else(|| panic!("{what}: the response never ended the stream: {frames:?}"));
+        let before = &frames[..=ends];
+        assert!(
+            before
+                .iter()
+                .all(|f| f.kind != RST_STREAM && f.kind != GOAWAY),
+            "{what}: reset before the response: {frames:?}"
+        );
+        assert_eq!(before[0].kind, HEADERS, "{what}: {frames:?}");
+        let text: Vec<u8> = before
+            .iter()
+            .filter(|f| f.kind == DATA)
+            .flat_map(|f| f.payload.clone())
+            .collect();
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains(explains), "{what}: {text:?}");
+        for f in &frames[ends + 1..] {
+            assert!(
+                f.kind == RST_STREAM && f.payload == [0, 0, 0, 0],
+                "{what}: after the response only RST_STREAM(NO_ERROR) may follow: {f:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_on_the_metrics_port_too() {
+    let server = TestServer::start().await;
+    let metrics_base = server.metrics_url.trim_end_matches("/metrics").to_string();
+    let get = |path: &str| reqwest::get(format!("{metrics_base}{path}"));
+    let healthz = get("/healthz").await.unwrap();
+    assert_eq!(healthz.status().as_u16(), 200);
+    assert_eq!(healthz.text().await.unwrap().trim(), "ok");
+    assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
+    let other = get("/other").await.unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    assert!(other.text().await.unwrap().contains("/readyz"));
+    // Readiness follows the admission port's: false once shutting down, health stays.
+    server.running().begin_drain();
+    let readyz = get("/readyz").await.unwrap();
+    assert_eq!(readyz.status().as_u16(), 503);
+    assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
+}
+
+/// The shutdown sequence in process: readiness false at once on both ports, new
+/// connections and requests still served for the whole delay, then the port closes and
+/// `shutdown` returns once drained. A resolved `skip_delay` ends the delay early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_keeps_serving_for_the_delay_then_drains() {
+    let delay = Duration::from_secs(3);
+    let mut server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
+        c.shutdown_delay = delay
+    })
+    .await;
+    assert_eq!(server.running().shutdown_delay(), delay);
+    let r = review(
+        V1,
+        "DELETE",
+        None,
+        Some(&cluster("a", None, None)),
+        None,
+        "u",
+        false,
+    );
+    // A kept HTTP/2 connection, and a client with a new connection for every request.
+    let kept = server.client.clone();
+    let fresh = client(&[&server.certs.ca_cert_pem], true);
+    assert_eq!(
+        kept.post(server.url("/validate"))
+            .json(&r)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let readyz_metrics = server.metrics_url.replace("/metrics", "/readyz");
+    let running = server.running.take().unwrap();
+    let started = std::time::Instant::now();
+    let shutdown = tokio::spawn(running.shutdown(std::future::pending()));
+    let mut served = 0;
+    while started.elapsed() < delay - Duration::from_secs(1) {
+        for c in [&kept, &fresh] {
+            let resp = c.post(server.url("/validate")).json(&r).send().await;
+            let resp = resp.unwrap_or_else(|e| panic!("failed during the delay: {e:?}"));
+            assert_eq!(resp.status(), 200);
+            check_reply(&r, &resp.json().await.unwrap(), false).unwrap();
+            served += 1;
+        }
+        let ready = fresh.get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status().as_u16(), 503);
+        assert_eq!(ready.text().await.unwrap(), "shutting down");
+        let ready = reqwest::get(&readyz_metrics).await.unwrap();
+        assert_eq!(ready.status().as_u16(), 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served > 0);
+    tokio::time::timeout(Duration::from_secs(15), shutdown)
+        .await
+        .expect("the drain ends within its timeout")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() >= delay);
+    assert!(fresh.get(server.url("/healthz")).send().await.is_err());
+
+    // skip_delay cuts a long delay short.
+    let mut server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
+        c.shutdown_delay = Duration::from_secs(600)
+    })
+    .await;
+    let running = server.running.take().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        running.shutdown(tokio::time::sleep(Duration::from_millis(200))),
+    )
+    .await
+    .expect("the delay was skipped")
+    .unwrap();
+}
