@@ -211,9 +211,17 @@ impl ControlPlane {
         require_binary("etcd")?;
         // Started on a plain thread: tokio tests call this from inside a runtime.
         Some(SHARED.get_or_init(|| {
-            std::thread::spawn(|| ControlPlane::start().expect("binaries checked above"))
+            let cp = std::thread::spawn(|| ControlPlane::start().expect("binaries checked above"))
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // Every failing test of this binary then says where the control plane's logs are.
+            let logs = cp.logs();
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                previous(info);
+                eprintln!("testkit: {logs}");
+            }));
+            cp
         }))
     }
 
