@@ -6,7 +6,7 @@ LISTEN ?= 127.0.0.1:8443
 METRICS_LISTEN ?= 127.0.0.1:9090
 EARGATE := target/debug/eargate
 
-.PHONY: all build run certs test test-deps lint fmt test-rust test-chart bench bench-webhook bench-reencrypt bench-verify image crd docs clean-certs
+.PHONY: all build run certs test test-deps lint fmt fuzz test-rust test-chart test-rollout bench bench-webhook bench-reencrypt bench-verify image crd docs clean-certs
 
 all: build
 
@@ -46,14 +46,27 @@ lint:
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --workspace --all-targets -- -D warnings; \
 	else echo; echo "!!!!!!!! make lint: 'cargo clippy' is NOT INSTALLED on this machine; lints were NOT checked (rustup component add clippy) !!!!!!!!"; echo; fi
 
+# EARGATE_FUZZ_SECONDS: the time-bounded round of the decoder fuzzing (crates/policy/tests/fuzz_review.rs).
 test-rust:
-	EARGATE_REQUIRE_TOOLS=1 EARGATE_PYTHON=$(VENV)/bin/python $(CARGO) test --workspace --all-targets
+	EARGATE_REQUIRE_TOOLS=1 EARGATE_PYTHON=$(VENV)/bin/python EARGATE_FUZZ_SECONDS=60 $(CARGO) test --workspace --all-targets
+
+## test-rollout: only the whole rollout on real API servers (tests/k8s_rollout.rs: the journey and the faults; test-rust runs it too)
+test-rollout:
+	EARGATE_REQUIRE_TOOLS=1 EARGATE_PYTHON=$(VENV)/bin/python $(CARGO) test --test k8s_rollout -- --nocapture
 
 test-chart:
 	@if [ -d tests/chart ]; then EARGATE_REQUIRE_TOOLS=1 $(VENV)/bin/python -m pytest -q tests/chart; fi
 
 fmt:
 	$(CARGO) fmt --all
+
+## fuzz: coverage-guided fuzzing of the admission decoder against its serde_json reference
+## (nightly Rust and `cargo install cargo-fuzz`); FUZZ_SECONDS=1800 for a long run. New
+## inputs go to target/fuzz-corpus; the committed seeds stay in crates/policy/fuzz/corpus.
+FUZZ_SECONDS ?= 60
+fuzz:
+	mkdir -p target/fuzz-corpus
+	cd crates/policy/fuzz && $(CARGO) +nightly fuzz run review ../../../target/fuzz-corpus corpus/review -- -max_total_time=$(FUZZ_SECONDS)
 
 ## bench: every benchmark (criterion), then the load benchmarks
 bench:
