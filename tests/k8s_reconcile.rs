@@ -87,34 +87,9 @@ fn the_reconciler_leads_watches_and_moves_a_new_cluster_to_pending() {
         return;
     };
     let admin = Identity::admin();
-    cp.kubectl_ok(&admin, &["create", "namespace", NAMESPACE]);
-    let Some(objects) = chart::render(&json!({}), "eargate", NAMESPACE) else {
+    if chart::install_crd_and_rbac(cp, "eargate", NAMESPACE).is_none() {
         return;
-    };
-    let pick = |kinds: &[&str]| -> Vec<Value> {
-        objects
-            .iter()
-            .filter(|o| kinds.contains(&o["kind"].as_str().unwrap_or_default()))
-            .cloned()
-            .collect()
-    };
-    cp.apply(&pick(&["CustomResourceDefinition"]));
-    cp.kubectl_ok(
-        &admin,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/clusters.kubermatic.k8c.io",
-        ],
-    );
-    cp.apply(&pick(&[
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-    ]));
+    }
 
     // The user cluster's control plane as the seed holds it.
     let name = "live1";

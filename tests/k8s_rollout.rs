@@ -81,32 +81,7 @@ fn seed() -> Option<&'static Seed> {
 fn build_seed() -> Option<Seed> {
     let cp = ControlPlane::shared()?;
     let admin = Identity::admin();
-    cp.kubectl_ok(&admin, &["create", "namespace", NAMESPACE]);
-    let objects = chart::render(&json!({}), "eargate", NAMESPACE)?;
-    let pick = |kinds: &[&str]| -> Vec<Value> {
-        objects
-            .iter()
-            .filter(|o| kinds.contains(&o["kind"].as_str().unwrap_or_default()))
-            .cloned()
-            .collect()
-    };
-    cp.apply(&pick(&["CustomResourceDefinition"]));
-    cp.kubectl_ok(
-        &admin,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/clusters.kubermatic.k8c.io",
-        ],
-    );
-    cp.apply(&pick(&[
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-    ]));
+    let objects = chart::install_crd_and_rbac(cp, "eargate", NAMESPACE)?;
     let gate = Gate::start(EARGATE.as_ref(), cp.dir(), "main", &webhook_args(&objects));
     cp.apply(&webhooks_pointed_at(&objects, &gate));
     // kube-apiserver learns webhook configurations from a watch: wait until the gate judges.
@@ -266,6 +241,20 @@ impl PhaseRecorder {
             }
         });
         PhaseRecorder { changes, stop }
+    }
+
+    /// The phases entered since `t`, once the recorder has seen `last` (it polls, so it may
+    /// trail whoever saw the Cluster reach `last` first); up to 10 s.
+    async fn settled(&self, t: Instant, last: &str) -> Vec<Option<String>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let phases = self.since(t);
+            let reached = phases.last().is_some_and(|p| p.as_deref() == Some(last));
+            if reached || Instant::now() > deadline {
+                return phases;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The phases entered since `t` (`None`: status.encryption absent).
@@ -2144,7 +2133,7 @@ fn fault_the_job_fails_once_then_the_retry_annotation_leads_to_active() {
             w.wait_cluster("Active with k1", active_with("secretbox/k1"))
                 .await;
             assert_eq!(
-                dedup(&w.recorder.since(t0)),
+                dedup(&w.recorder.settled(t0, "Active").await),
                 ["Pending", "EncryptionNeeded", "Active"]
             );
             let jobs = w.job_names();
@@ -2269,7 +2258,7 @@ fn fault_a_missing_key_secret_blocks_until_it_is_created() {
                 t0.elapsed().as_secs_f64()
             );
             assert_eq!(
-                dedup(&w.recorder.since(t0)),
+                dedup(&w.recorder.settled(t0, "Active").await),
                 ["Pending", "EncryptionNeeded", "Active"]
             );
             w.assert_all_on("after the Secret was created", "k1").await;
