@@ -487,7 +487,7 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
                     format!("{CFG}.resources"),
                     None,
                     format!(
-                        "the encrypted resources cannot change while encryption stays enabled (was {}, now {}); set enabled: false, wait for phase Active, then re-enable with the new list",
+                        "the encrypted resources cannot change while encryption stays enabled (was {}, now {}); set enabled: false, wait until decryption has finished (status.encryption cleared, or phase Active with activeKey identity), then re-enable with the new list",
                         list(&o.resources),
                         list(&n.resources)
                     ),
@@ -577,7 +577,7 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
             &rules::EAR012,
             format!("spec.features.{FEATURE_ENCRYPTION_AT_REST}"),
             None,
-            format!("the feature gate cannot be turned off while encryption is enabled or still active ({why}); disable encryption first, wait for activeKey {ACTIVE_KEY_IDENTITY}, then remove the feature gate"),
+            format!("the feature gate cannot be turned off while encryption is enabled or still active ({why}); disable encryption first, wait until decryption has finished (status.encryption cleared, or phase Active with activeKey {ACTIVE_KEY_IDENTITY}), then remove the feature gate"),
         ));
     }
 }

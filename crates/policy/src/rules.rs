@@ -86,8 +86,8 @@ rules! {
         id: "EAR007",
         title: "Resources are fixed while enabled",
         applies_to: "UPDATE",
-        explanation: "The list of encrypted resources cannot change while encryption stays enabled (a reorder is not a change): objects of a dropped resource would stay sealed with no provider configured to read them. Disable encryption, wait for `Active`, then re-enable with the new list.",
-        example: Some("spec.encryptionConfiguration.resources: the encrypted resources cannot change while encryption stays enabled (was [secrets], now [configmaps, secrets]); set enabled: false, wait for phase Active, then re-enable with the new list"),
+        explanation: "The list of encrypted resources cannot change while encryption stays enabled (a reorder is not a change): objects of a dropped resource would stay sealed with no provider configured to read them. Disable encryption, wait until decryption has finished, then re-enable with the new list.",
+        example: Some("spec.encryptionConfiguration.resources: the encrypted resources cannot change while encryption stays enabled (was [secrets], now [configmaps, secrets]); set enabled: false, wait until decryption has finished (status.encryption cleared, or phase Active with activeKey identity), then re-enable with the new list"),
     };
     EAR008 = {
         id: "EAR008",
@@ -121,8 +121,8 @@ rules! {
         id: "EAR012",
         title: "Feature gate stays on while encrypted",
         applies_to: "UPDATE",
-        explanation: "`spec.features.encryptionAtRest` cannot become false or absent while encryption is enabled in the new object, or while stored data may still be sealed: `status.encryption` is present or `EncryptionInitialized` is `True`, and the status does not report full decryption. Kubermatic would stop managing the encryption configuration of a cluster whose data is sealed. Full decryption is phase `Active` with `activeKey: identity`: from then on the gate may be removed, even while `status.encryption` and the condition are still there. So: disable encryption, wait for `Active` with `activeKey: identity`, then remove the gate.",
-        example: Some("spec.features.encryptionAtRest: the feature gate cannot be turned off while encryption is enabled or still active (active key secretbox/encryption-key-2022-01); disable encryption first, wait for activeKey identity, then remove the feature gate"),
+        explanation: "`spec.features.encryptionAtRest` cannot become false or absent while encryption is enabled in the new object, or while stored data may still be sealed: `status.encryption` is present or `EncryptionInitialized` is `True`, and the status does not report full decryption. Kubermatic would stop managing the encryption configuration of a cluster whose data is sealed. Full decryption is shown either way: eargate's reconciler clears `status.encryption` (and sets `EncryptionInitialized` to `False`, reason `Decrypted`); another controller may report phase `Active` with `activeKey: identity`. From then on the gate may be removed. So: disable encryption, wait until decryption has finished, then remove the gate.",
+        example: Some("spec.features.encryptionAtRest: the feature gate cannot be turned off while encryption is enabled or still active (active key secretbox/encryption-key-2022-01); disable encryption first, wait until decryption has finished (status.encryption cleared, or phase Active with activeKey identity), then remove the feature gate"),
     };
     EAR013 = {
         id: "EAR013",
