@@ -353,9 +353,9 @@ def test_default_image_tag_is_the_app_version(rendered):
 
 def drain_timeout_seconds() -> int:
     """`eargate serve`'s drain timeout (DEFAULT_DRAIN_TIMEOUT in the admission crate)."""
-    src = (ROOT / "crates" / "admission" / "src" / "server.rs").read_text()
+    src = (ROOT / "crates" / "admission" / "src" / "config.rs").read_text()
     m = re.search(r"pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", src)
-    assert m, "DEFAULT_DRAIN_TIMEOUT not found in crates/admission/src/server.rs"
+    assert m, "DEFAULT_DRAIN_TIMEOUT not found in crates/admission/src/config.rs"
     return int(m.group(1))
 
 

@@ -4,6 +4,7 @@
 //! cost of the review itself.
 //!
 //! `cargo run --release -p eargate-admission --example tls_ceiling -- LISTEN CERT KEY REPLY`
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::body::Bytes;
 use axum::http::header;
 use axum::routing::post;
 use axum::Router;
-use eargate_admission::tls;
+use eargate_admission::{load_pair, tls_provider, tls_server_config, CertStore};
 
 /// The same allocator as the `eargate` binary, so the comparison is of the review alone.
 #[global_allocator]
@@ -22,10 +23,10 @@ fn main() -> anyhow::Result<()> {
     let [listen, cert, key, reply] = args.as_slice() else {
         anyhow::bail!("usage: tls_ceiling LISTEN CERT KEY REPLY_FILE");
     };
-    let provider = tls::provider();
-    let pair = tls::load_pair(cert.as_ref(), key.as_ref(), &provider)?;
-    let store = Arc::new(tls::CertStore::new(&pair));
-    let config = tls::server_config(store, provider)?;
+    let provider = tls_provider();
+    let pair = load_pair(cert.as_ref(), key.as_ref(), &provider)?;
+    let store = Arc::new(CertStore::new(&pair));
+    let config = tls_server_config(store, provider)?;
     let reply = Bytes::from(std::fs::read(reply)?);
     let app = Router::new().fallback(post(move |body: Bytes| {
         let reply = reply.clone();

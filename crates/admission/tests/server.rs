@@ -1,5 +1,6 @@
 //! The admission server end to end: a real server on an ephemeral port, real TLS, every
 //! reply checked with kube-apiserver's acceptance rules.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod common;
 
@@ -9,8 +10,17 @@ use std::time::Duration;
 use common::*;
 use eargate_admission::{PolicyReviewer, Reviewer};
 use eargate_policy::review::{ReviewError, Reviewed, Webhook};
+use eargate_testkit::fixtures::{ClusterFixture, Review, RECONCILER, V1, V1BETA1};
+use eargate_testkit::secrets::{assert_no_key_material, pem_body, test_key};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// A DELETE of a plain Cluster: always allowed, the request of the transport tests.
+fn delete_review() -> Value {
+    Review::delete(&ClusterFixture::new("a").kubermatic().build())
+        .user("u")
+        .build()
+}
 
 /// Mutate, apply the patch, then validate the patched object: what kube-apiserver does.
 async fn mutate_then_validate(server: &TestServer, review_in: &Value) -> (Value, Value) {
@@ -28,20 +38,16 @@ async fn create_with_defaults_is_patched_then_allowed_in_both_versions() {
     let server = TestServer::start().await;
     for version in [V1, V1BETA1] {
         // No resources: the mutating webhook fills ["secrets"].
-        let object = cluster(
-            "abcdefgh",
-            Some(enc(vec![inline_key("key-1", 1)], None)),
-            None,
-        );
-        let r = review(
-            version,
-            "CREATE",
-            Some(&object),
-            None,
-            None,
-            "someone@example.com",
-            false,
-        );
+        let object = ClusterFixture::new("abcdefgh")
+            .kubermatic()
+            .encryption(["secrets"])
+            .without_resources()
+            .key("key-1", &test_key(1))
+            .build();
+        let r = Review::create(&object)
+            .api_version(version)
+            .user("someone@example.com")
+            .build();
         let (mutated, validated) = mutate_then_validate(&server, &r).await;
         assert_eq!(mutated["response"]["patchType"], "JSONPatch", "{mutated:#}");
         let patched = apply_patch(&object, &mutated);
@@ -68,20 +74,15 @@ async fn create_with_defaults_is_patched_then_allowed_in_both_versions() {
             .is_some_and(|w| !w.is_empty()));
 
         // Already normal: no patch at all (patch and patchType both absent).
-        let object = cluster(
-            "abcdefgh",
-            Some(enc(vec![inline_key("key-1", 1)], Some(vec!["secrets"]))),
-            None,
-        );
-        let r = review(
-            version,
-            "CREATE",
-            Some(&object),
-            None,
-            None,
-            "someone@example.com",
-            false,
-        );
+        let object = ClusterFixture::new("abcdefgh")
+            .kubermatic()
+            .encryption(["secrets"])
+            .key("key-1", &test_key(1))
+            .build();
+        let r = Review::create(&object)
+            .api_version(version)
+            .user("someone@example.com")
+            .build();
         let (mutated, validated) = mutate_then_validate(&server, &r).await;
         assert!(
             mutated["response"].get("patch").is_none_or(Value::is_null),
@@ -95,28 +96,25 @@ async fn create_with_defaults_is_patched_then_allowed_in_both_versions() {
 async fn removing_the_active_key_is_denied_with_403_in_both_versions() {
     let server = TestServer::start().await;
     for version in [V1, V1BETA1] {
-        let old = cluster(
-            "abcdefgh",
-            Some(enc(
-                vec![inline_key("key-1", 1), inline_key("key-2", 2)],
-                Some(vec!["secrets"]),
-            )),
-            Some(active("key-1")),
-        );
-        let new = cluster(
-            "abcdefgh",
-            Some(enc(vec![inline_key("key-2", 2)], Some(vec!["secrets"]))),
-            Some(active("key-1")),
-        );
-        let r = review(
-            version,
-            "UPDATE",
-            Some(&new),
-            Some(&old),
-            None,
-            "someone@example.com",
-            false,
-        );
+        let old = ClusterFixture::new("abcdefgh")
+            .kubermatic()
+            .encryption(["secrets"])
+            .key("key-1", &test_key(1))
+            .key("key-2", &test_key(2))
+            .initialized()
+            .active("key-1")
+            .build();
+        let new = ClusterFixture::new("abcdefgh")
+            .kubermatic()
+            .encryption(["secrets"])
+            .key("key-2", &test_key(2))
+            .initialized()
+            .active("key-1")
+            .build();
+        let r = Review::update(&old, &new)
+            .api_version(version)
+            .user("someone@example.com")
+            .build();
         let (_, validated) = mutate_then_validate(&server, &r).await;
         let resp = &validated["response"];
         assert_eq!(resp["allowed"], false, "{validated:#}");
@@ -133,15 +131,11 @@ async fn removing_the_active_key_is_denied_with_403_in_both_versions() {
         );
 
         // dryRun gets the same verdict.
-        let r = review(
-            version,
-            "UPDATE",
-            Some(&new),
-            Some(&old),
-            None,
-            "someone@example.com",
-            true,
-        );
+        let r = Review::update(&old, &new)
+            .api_version(version)
+            .user("someone@example.com")
+            .dry_run()
+            .build();
         let dry = server.admit("/validate", &r).await;
         assert_eq!(dry["response"]["allowed"], false);
         assert_eq!(
@@ -163,49 +157,39 @@ async fn removing_the_active_key_is_denied_with_403_in_both_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_subresource_only_the_reconciler_changes_encryption_status() {
     let server = TestServer::start().await;
-    let keys = || {
-        Some(enc(
-            vec![inline_key("key-1", 1), inline_key("key-2", 2)],
-            Some(vec!["secrets"]),
-        ))
+    let cluster = || {
+        ClusterFixture::new("abcdefgh")
+            .kubermatic()
+            .encryption(["secrets"])
+            .key("key-1", &test_key(1))
+            .key("key-2", &test_key(2))
+            .initialized()
     };
-    let old = cluster("abcdefgh", keys(), Some(active("key-1")));
-    let new = cluster("abcdefgh", keys(), Some(active("key-2")));
+    let old = cluster().active("key-1").build();
+    let new = cluster().active("key-2").build();
     for version in [V1, V1BETA1] {
-        let r = review(
-            version,
-            "UPDATE",
-            Some(&new),
-            Some(&old),
-            Some("status"),
-            "someone@example.com",
-            false,
-        );
+        let r = Review::update(&old, &new)
+            .api_version(version)
+            .status()
+            .user("someone@example.com")
+            .build();
         let (_, v) = mutate_then_validate(&server, &r).await;
         assert_eq!(v["response"]["allowed"], false, "{v:#}");
-        let r = review(
-            version,
-            "UPDATE",
-            Some(&new),
-            Some(&old),
-            Some("status"),
-            RECONCILER,
-            false,
-        );
+        let r = Review::update(&old, &new)
+            .api_version(version)
+            .status()
+            .user(RECONCILER)
+            .build();
         let (_, v) = mutate_then_validate(&server, &r).await;
         assert_eq!(v["response"]["allowed"], true, "{v:#}");
         // Other status edits stay allowed for anyone.
         let mut other = old.clone();
         other["status"]["phase"] = json!("Updating");
-        let r = review(
-            version,
-            "UPDATE",
-            Some(&other),
-            Some(&old),
-            Some("status"),
-            "kubermatic-controller",
-            false,
-        );
+        let r = Review::update(&old, &other)
+            .api_version(version)
+            .status()
+            .user("kubermatic-controller")
+            .build();
         let (_, v) = mutate_then_validate(&server, &r).await;
         assert_eq!(v["response"]["allowed"], true, "{v:#}");
     }
@@ -214,22 +198,26 @@ async fn status_subresource_only_the_reconciler_changes_encryption_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_is_allowed() {
     let server = TestServer::start().await;
-    let old = cluster(
-        "abcdefgh",
-        Some(enc(vec![inline_key("key-1", 1)], Some(vec!["secrets"]))),
-        Some(active("key-1")),
-    );
+    let old = ClusterFixture::new("abcdefgh")
+        .kubermatic()
+        .encryption(["secrets"])
+        .key("key-1", &test_key(1))
+        .initialized()
+        .active("key-1")
+        .build();
     for version in [V1, V1BETA1] {
         for dry_run in [false, true] {
-            let r = review(
-                version,
-                "DELETE",
-                None,
-                Some(&old),
-                None,
-                "someone@example.com",
-                dry_run,
-            );
+            let r = {
+                let r = Review::delete(&old)
+                    .api_version(version)
+                    .user("someone@example.com");
+                if dry_run {
+                    r.dry_run()
+                } else {
+                    r
+                }
+            }
+            .build();
             let (m, v) = mutate_then_validate(&server, &r).await;
             assert_eq!(m["response"]["allowed"], true);
             assert_eq!(v["response"]["allowed"], true);
@@ -240,15 +228,11 @@ async fn delete_is_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_kind_is_allowed_with_a_warning() {
     let server = TestServer::start().await;
-    let mut r = review(
-        V1,
-        "CREATE",
-        Some(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}})),
-        None,
-        None,
-        "u",
-        false,
-    );
+    let mut r = Review::create(
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}),
+    )
+    .user("u")
+    .build();
     r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
     r["request"]["resource"] = json!({"group": "", "version": "v1", "resource": "configmaps"});
     for path in ["/mutate", "/validate"] {
@@ -265,97 +249,6 @@ async fn foreign_kind_is_allowed_with_a_warning() {
         .metrics()
         .await
         .contains("eargate_admission_foreign_kind_total"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_400_with_a_short_message() {
-    let server = TestServer::start().await;
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("not json", b"{this is not json".to_vec()),
-        ("no request", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()),
-        ("wrong kind", br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"1"}}"#.to_vec()),
-        ("unknown version", br#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{"uid":"1"}}"#.to_vec()),
-        ("empty", Vec::new()),
-    ];
-    for path in ["/mutate", "/validate"] {
-        for (what, body) in &cases {
-            let resp = server
-                .client
-                .post(server.url(path))
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 400, "{what} on {path}");
-            let text = resp.text().await.unwrap();
-            assert!(!text.is_empty() && text.len() < 300, "{what}: {text}");
-        }
-    }
-    assert!(server
-        .metrics()
-        .await
-        .contains(r#"eargate_admission_rejected_requests_total{webhook="mutate",code="400"} 5"#));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_content_type_is_415_unknown_path_404_wrong_method_405() {
-    let server = TestServer::start().await;
-    let body = serde_json::to_vec(&review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    ))
-    .unwrap();
-    for ct in [Some("text/plain"), Some("application/yaml"), None] {
-        let mut req = server
-            .client
-            .post(server.url("/validate"))
-            .body(body.clone());
-        if let Some(ct) = ct {
-            req = req.header("content-type", ct);
-        }
-        assert_eq!(req.send().await.unwrap().status().as_u16(), 415, "{ct:?}");
-    }
-    let ok = server
-        .client
-        .post(server.url("/validate"))
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status().as_u16(), 200);
-    for path in ["/", "/mutate/x", "/metrics", "/validating"] {
-        let s = server
-            .client
-            .get(server.url(path))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(s.as_u16(), 404, "{path}");
-    }
-    for (method, path) in [
-        ("GET", "/mutate"),
-        ("GET", "/validate"),
-        ("PUT", "/validate"),
-        ("POST", "/healthz"),
-        ("DELETE", "/readyz"),
-    ] {
-        let s = server
-            .client
-            .request(method.parse().unwrap(), server.url(path))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(s.as_u16(), 405, "{method} {path}");
-    }
 }
 
 /// A raw TLS connection (HTTP/1.1 by hand) to control exactly what is sent.
@@ -382,6 +275,17 @@ async fn raw_tls(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::
 }
 
 use rustls::pki_types::pem::PemObject as _;
+
+/// A raw TLS connection on which `head` (and whatever of a body it holds) has been sent.
+async fn raw_request(
+    server: &TestServer,
+    head: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = raw_tls(server).await;
+    tls.write_all(head).await.unwrap();
+    tls.flush().await.unwrap();
+    tls
+}
 
 /// What the server sends on `tls` until it has sent a whole head, closed, or `wait` passed.
 async fn read_head(
@@ -411,27 +315,19 @@ async fn read_head(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_trickle_a_request_are_cut_off() {
-    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
-        c.request_read_timeout = Duration::from_millis(500)
-    })
-    .await;
+    let server =
+        TestServer::start_configured(|c| c.request_read_timeout = Duration::from_millis(500)).await;
 
     // Headers that never end: the connection is closed, with nothing answered.
-    let mut tls = raw_tls(&server).await;
-    tls.write_all(b"POST /validate HTTP/1.1\r\nhost: localhost\r\n")
-        .await
-        .unwrap();
-    tls.flush().await.unwrap();
+    let mut tls = raw_request(&server, b"POST /validate HTTP/1.1\r\nhost: localhost\r\n").await;
     let started = std::time::Instant::now();
     let (text, closed) = read_head(&mut tls, Duration::from_secs(5)).await;
     assert!(closed, "still open after {:?}: {text:?}", started.elapsed());
     assert!(!text.starts_with("HTTP/1.1 2"), "{text}");
 
     // A body that stops short of its length: 408, within the limit.
-    let mut tls = raw_tls(&server).await;
     let head = "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"apiVersion\":";
-    tls.write_all(head.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
+    let mut tls = raw_request(&server, head.as_bytes()).await;
     let started = std::time::Instant::now();
     let (text, _) = read_head(&mut tls, Duration::from_secs(5)).await;
     assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
@@ -453,16 +349,11 @@ async fn clients_that_trickle_a_request_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_without_reading_the_rest() {
-    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
-        c.max_body_bytes = 64 * 1024
-    })
-    .await;
+    let server = TestServer::start_configured(|c| c.max_body_bytes = 64 * 1024).await;
 
     // Declared too large: answered before any of the body is sent.
-    let mut tls = raw_tls(&server).await;
     let head = "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n";
-    tls.write_all(head.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
+    let mut tls = raw_request(&server, head.as_bytes()).await;
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
         .await
@@ -483,21 +374,7 @@ async fn oversized_body_is_413_without_reading_the_rest() {
         }
     }
     let _ = tls.flush().await;
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = tls.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-            if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await;
-    let text = String::from_utf8_lossy(&got);
+    let (text, _) = read_head(&mut tls, Duration::from_secs(5)).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
 
     // Just under the limit is read and judged (400: it is not a review).
@@ -517,69 +394,10 @@ async fn oversized_body_is_413_without_reading_the_rest() {
         .contains(r#"eargate_admission_rejected_requests_total{webhook="validate",code="413"}"#));
 }
 
-/// Panics on a marker in the body, otherwise decides like the real policy.
-struct PanicOnMarker(PolicyReviewer);
-
-impl Reviewer for PanicOnMarker {
-    fn review(&self, webhook: Webhook, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        if body.windows(12).any(|w| w == b"PANIC-MARKER") {
-            panic!("injected fault");
-        }
-        self.0.review(webhook, body)
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_is_a_500_and_the_server_keeps_serving() {
-    let server =
-        TestServer::start_with(Arc::new(PanicOnMarker(PolicyReviewer::default())), |_| {}).await;
-    let good = review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    );
-    let mut bad = good.clone();
-    bad["request"]["name"] = json!("PANIC-MARKER");
-    for _ in 0..3 {
-        let (status, body) = server.post("/validate", &bad).await;
-        assert_eq!(status, 500);
-        assert_eq!(String::from_utf8_lossy(&body).trim(), "internal error");
-        let reply = server.admit("/validate", &good).await;
-        assert_eq!(reply["response"]["allowed"], true);
-    }
-    assert!(server
-        .metrics()
-        .await
-        .contains("eargate_admission_panics_total 3"));
-    assert_eq!(
-        server
-            .client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_and_http1_over_tls_1_2_and_1_3() {
     let server = TestServer::start().await;
-    let r = review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    );
+    let r = delete_review();
     // ALPN picks h2 for a client offering it.
     let resp = server
         .client
@@ -644,15 +462,7 @@ async fn health_readiness_and_metrics() {
     let get = |p: &str| server.client.get(server.url(p)).send();
     assert_eq!(get("/healthz").await.unwrap().status().as_u16(), 200);
     assert_eq!(get("/readyz").await.unwrap().status().as_u16(), 200);
-    let r = review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    );
+    let r = delete_review();
     server.admit("/mutate", &r).await;
     let metrics = server.metrics().await;
     assert!(
@@ -702,15 +512,7 @@ async fn drain_finishes_in_flight_requests_and_refuses_new_connections() {
         |_| {},
     )
     .await;
-    let r = review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    );
+    let r = delete_review();
     let in_flight = {
         let client = server.client.clone();
         let url = server.url("/validate");
@@ -744,32 +546,26 @@ async fn logs_have_one_line_per_review_and_no_key_material() {
     let logs = logs();
     let server = TestServer::start().await;
     let secret_seeds = [101u64, 102, 103];
-    let old = cluster(
-        "leakcheck",
-        Some(enc(
-            vec![inline_key("key-a", 101), inline_key("key-b", 102)],
-            Some(vec!["secrets"]),
-        )),
-        Some(active("key-a")),
-    );
+    let old = ClusterFixture::new("leakcheck")
+        .kubermatic()
+        .encryption(["secrets"])
+        .key("key-a", &test_key(101))
+        .key("key-b", &test_key(102))
+        .initialized()
+        .active("key-a")
+        .build();
     // Changes key-a's value (denied: key material is immutable) and adds key-c.
-    let new = cluster(
-        "leakcheck",
-        Some(enc(
-            vec![inline_key("key-a", 103), inline_key("key-b", 102)],
-            Some(vec!["Secrets"]),
-        )),
-        Some(active("key-a")),
-    );
-    let r = review(
-        V1,
-        "UPDATE",
-        Some(&new),
-        Some(&old),
-        None,
-        "someone@example.com",
-        false,
-    );
+    let new = ClusterFixture::new("leakcheck")
+        .kubermatic()
+        .encryption(["Secrets"])
+        .key("key-a", &test_key(103))
+        .key("key-b", &test_key(102))
+        .initialized()
+        .active("key-a")
+        .build();
+    let r = Review::update(&old, &new)
+        .user("someone@example.com")
+        .build();
     let uid = r["request"]["uid"].as_str().unwrap().to_string();
     let (_, v) = mutate_then_validate(&server, &r).await;
     assert_eq!(v["response"]["allowed"], false, "{v:#}");
@@ -777,7 +573,7 @@ async fn logs_have_one_line_per_review_and_no_key_material() {
 
     // A body that makes a JSON parser quote a key value back.
     let mut bad = r.clone();
-    bad["request"]["dryRun"] = json!(key_value(103));
+    bad["request"]["dryRun"] = json!(test_key(103));
     let (status, body) = server.post("/validate", &bad).await;
     assert_eq!(status, 400);
     let body = String::from_utf8_lossy(&body).into_owned();
@@ -800,12 +596,17 @@ async fn logs_have_one_line_per_review_and_no_key_material() {
     assert_eq!(line["verdict"], "denied");
     assert!(line["rules"].as_str().unwrap().contains("EAR"));
 
-    let mut secrets: Vec<String> = secret_seeds.iter().map(|s| key_value(*s)).collect();
+    let mut secrets: Vec<String> = secret_seeds.iter().map(|s| test_key(*s)).collect();
     secrets.push(pem_body(&server.certs.key_pem));
     secrets.push(pem_body(&server.certs.ca_key_pem));
-    assert_no_secret("the logs", &text, &secrets);
-    assert_no_secret("a 400 body", &body, &secrets);
-    assert_no_secret("the reply", &reply_text, &secrets);
+    assert_no_key_material(
+        &secrets,
+        [
+            ("the logs", &text),
+            ("a 400 body", &body),
+            ("the reply", &reply_text),
+        ],
+    );
     // The Display of the loaded certificate state must not leak either.
     assert!(!format!("{:?}", server.certs).contains("PRIVATE"));
 }
@@ -831,20 +632,9 @@ fn h2_client(server: &TestServer) -> reqwest::Client {
 /// afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_bad_requests_get_real_400_413_415_responses() {
-    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
-        c.max_body_bytes = 64 * 1024
-    })
-    .await;
+    let server = TestServer::start_configured(|c| c.max_body_bytes = 64 * 1024).await;
     let h2 = h2_client(&server);
-    let good = review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    );
+    let good = delete_review();
     let good = serde_json::to_vec(&good).unwrap();
     // Valid JSON text up to the limit and beyond: an array of numbers.
     let json_of = |len: usize| {
@@ -1072,10 +862,7 @@ async fn h2_raw_request(server: &TestServer, headers: &[(&str, &str)], body: &[u
 /// with RST_STREAM(NO_ERROR) (RFC 9113 §8.1), never a reset instead of the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_early_replies_end_the_stream_before_any_reset() {
-    let server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
-        c.max_body_bytes = 1024
-    })
-    .await;
+    let server = TestServer::start_configured(|c| c.max_body_bytes = 1024).await;
     let base = [
         (":method", "POST"),
         (":scheme", "https"),
@@ -1159,20 +946,9 @@ async fn health_and_readiness_on_the_metrics_port_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_keeps_serving_for_the_delay_then_drains() {
     let delay = Duration::from_secs(3);
-    let mut server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
-        c.shutdown_delay = delay
-    })
-    .await;
+    let mut server = TestServer::start_configured(|c| c.shutdown_delay = delay).await;
     assert_eq!(server.running().shutdown_delay(), delay);
-    let r = review(
-        V1,
-        "DELETE",
-        None,
-        Some(&cluster("a", None, None)),
-        None,
-        "u",
-        false,
-    );
+    let r = delete_review();
     // A kept HTTP/2 connection, and a client with a new connection for every request.
     let kept = server.client.clone();
     let fresh = client(&[&server.certs.ca_cert_pem], true);
@@ -1200,7 +976,7 @@ async fn shutdown_keeps_serving_for_the_delay_then_drains() {
         }
         let ready = fresh.get(server.url("/readyz")).send().await.unwrap();
         assert_eq!(ready.status().as_u16(), 503);
-        assert_eq!(ready.text().await.unwrap(), "shutting down");
+        assert_eq!(ready.text().await.unwrap(), "shutting down\n");
         let ready = reqwest::get(&readyz_metrics).await.unwrap();
         assert_eq!(ready.status().as_u16(), 503);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1215,10 +991,8 @@ async fn shutdown_keeps_serving_for_the_delay_then_drains() {
     assert!(fresh.get(server.url("/healthz")).send().await.is_err());
 
     // skip_delay cuts a long delay short.
-    let mut server = TestServer::start_with(Arc::new(PolicyReviewer::default()), |c| {
-        c.shutdown_delay = Duration::from_secs(600)
-    })
-    .await;
+    let mut server =
+        TestServer::start_configured(|c| c.shutdown_delay = Duration::from_secs(600)).await;
     let running = server.running.take().unwrap();
     tokio::time::timeout(
         Duration::from_secs(15),

@@ -3,27 +3,25 @@
 //! `/validate` alone must deny a `resources` list kube-apiserver would refuse or silently
 //! misread (capitals, duplicates, surrounding whitespace), and say that the mutating webhook
 //! normally fixes it. Only a missing or empty list may be read as `[secrets]`.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod common;
 
 use common::*;
+use eargate_testkit::fixtures::{ClusterFixture, Review};
+use eargate_testkit::secrets::test_key;
 use serde_json::{json, Value};
 
 fn create_review(resources: Option<Vec<&str>>) -> Value {
-    let object = cluster(
-        "abcdefgh",
-        Some(enc(vec![inline_key("key-1", 1)], resources)),
-        None,
-    );
-    review(
-        V1,
-        "CREATE",
-        Some(&object),
-        None,
-        None,
-        "someone@example.com",
-        false,
-    )
+    let object = ClusterFixture::new("abcdefgh").kubermatic();
+    // No list at all: the mutating webhook's to fill.
+    let object = match resources {
+        Some(resources) => object.encryption(resources),
+        None => object.encryption(["secrets"]).without_resources(),
+    }
+    .key("key-1", &test_key(1))
+    .build();
+    Review::create(&object).user("someone@example.com").build()
 }
 
 fn message(reply: &Value) -> String {
@@ -120,28 +118,23 @@ async fn validate_alone_assumes_only_that_no_resources_means_secrets() {
 
     // An UPDATE that only respells the stored list is one EAR005 denial, not also an EAR007
     // "the encrypted resources cannot change": the meaning is the same list.
-    let old = cluster(
-        "abcdefgh",
-        Some(enc(vec![inline_key("key-1", 1)], Some(vec!["secrets"]))),
-        Some(active("key-1")),
-    );
-    let new = cluster(
-        "abcdefgh",
-        Some(enc(
-            vec![inline_key("key-1", 1)],
-            Some(vec!["secrets", "Secrets"]),
-        )),
-        Some(active("key-1")),
-    );
-    let r = review(
-        V1,
-        "UPDATE",
-        Some(&new),
-        Some(&old),
-        None,
-        "someone@example.com",
-        false,
-    );
+    let old = ClusterFixture::new("abcdefgh")
+        .kubermatic()
+        .encryption(["secrets"])
+        .key("key-1", &test_key(1))
+        .initialized()
+        .active("key-1")
+        .build();
+    let new = ClusterFixture::new("abcdefgh")
+        .kubermatic()
+        .encryption(["secrets", "Secrets"])
+        .key("key-1", &test_key(1))
+        .initialized()
+        .active("key-1")
+        .build();
+    let r = Review::update(&old, &new)
+        .user("someone@example.com")
+        .build();
     let reply = server.admit("/validate", &r).await;
     assert_eq!(reply["response"]["allowed"], false, "{reply:#}");
     assert_eq!(reply["response"]["auditAnnotations"]["rules"], "EAR005");
