@@ -2,6 +2,7 @@
 //! `--latency-ms` added to every request. Writes a kubeconfig for it, prints `ready <addr>`
 //! and serves until killed. Used by `scripts/bench-reencrypt.sh`.
 #![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 #[path = "../tests/support/standin.rs"]
 mod standin;

@@ -1,30 +1,26 @@
-//! The I/O side: building the client, taking the discovery snapshot, and for each resource a
-//! lister task feeding a bounded channel that at most `concurrency` PUTs drain. Memory stays
-//! flat: at most about two pages of objects exist at any time, whatever the object count.
+//! The run: building the client, taking the discovery snapshot, and for each resource a
+//! lister task ([`crate::list`]) feeding a bounded channel that at most `concurrency`
+//! rewrites ([`crate::rewrite`]) drain. Memory stays flat: at most about two pages of
+//! objects exist at any time, whatever the object count.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use http_body_util::BodyExt as _;
-use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::{Request, Status};
 use kube::{Client, Config};
-use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::policy::{
-    already_handed_out, classify_list, classify_put, failure_reason, object_key, retry_after,
-    ListVerdict, PutVerdict, RetryPolicy,
-};
+use crate::list::{list_all, Item, Progress};
 use crate::resolve::{
     parse_entries, resolve, DiscoveredResource, DiscoverySnapshot, ResolveError, Target,
 };
+use crate::retry::RetryPolicy;
+use crate::rewrite::{rewrite, Outcome};
 use crate::summary::{progress_line, seconds, Failure, ResourceSummary, Summary};
+use crate::verdict::failure_reason;
 
 /// Errors that stop the run before any object is touched (exit code 2 in the CLI).
 #[derive(Debug, thiserror::Error)]
@@ -228,34 +224,6 @@ pub async fn reencrypt(
     Ok(Summary::new(results, started.elapsed()))
 }
 
-/// One listed object, ready to be written back.
-struct Item {
-    namespace: Option<String>,
-    name: String,
-    /// The object as listed (with `apiVersion`/`kind`, which list items may omit), or why it
-    /// cannot be written back.
-    body: Result<Vec<u8>, String>,
-}
-
-#[derive(Default)]
-struct Progress {
-    listed: AtomicU64,
-    total: AtomicU64,
-    done: AtomicU64,
-}
-
-struct ListResult {
-    restarts: u32,
-    error: Option<String>,
-}
-
-enum Outcome {
-    Rewritten,
-    Conflicted,
-    Gone,
-    Failed(String),
-}
-
 async fn process_resource(
     client: &Client,
     target: &Target,
@@ -330,274 +298,4 @@ async fn process_resource(
     summary.counts.listed = listed;
     summary.duration_seconds = seconds(started.elapsed());
     summary
-}
-
-#[derive(Deserialize)]
-struct ListPage {
-    #[serde(default)]
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Option<Vec<Value>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ListMeta {
-    #[serde(rename = "continue")]
-    continue_token: Option<String>,
-    remaining_item_count: Option<i64>,
-}
-
-/// Lists the resource page by page and hands each object out exactly once. On an expired
-/// continue token it starts over and skips objects up to the last one handed out (the API
-/// server lists in storage-key order).
-async fn list_all(
-    client: Client,
-    target: Target,
-    opts: Options,
-    tx: mpsc::Sender<Item>,
-    counters: Arc<Progress>,
-) -> ListResult {
-    let mut continue_token: Option<String> = None;
-    let mut last_key: Option<String> = None;
-    let mut restarted = false;
-    let mut restarts = 0u32;
-    let mut attempt = 0u32;
-    let collection = Request::new(target.collection_path(None));
-    let fail = |restarts, error: String| ListResult {
-        restarts,
-        error: Some(error),
-    };
-    loop {
-        let params = ListParams {
-            limit: Some(opts.page_size),
-            continue_token: continue_token.clone(),
-            ..Default::default()
-        };
-        let request = match collection.list(&params) {
-            Ok(r) => r,
-            Err(err) => return fail(restarts, format!("cannot build the list request: {err}")),
-        };
-        attempt += 1;
-        let (code, header, body) = match send(&client, request).await {
-            Ok(response) => response,
-            Err(err) => match opts.retry.delay(attempt, None, jitter()) {
-                Some(delay) => {
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                None => return fail(restarts, format!("gave up after {attempt} attempts: {err}")),
-            },
-        };
-        match classify_list(code, continue_token.is_some()) {
-            ListVerdict::Page => {}
-            ListVerdict::Restart => {
-                restarts += 1;
-                if restarts > opts.max_list_restarts {
-                    return fail(
-                        restarts,
-                        format!("continue token expired {restarts} times; giving up"),
-                    );
-                }
-                continue_token = None;
-                restarted = true;
-                attempt = 0;
-                continue;
-            }
-            ListVerdict::Retry => {
-                let status = parse_status(&body);
-                match opts.retry.delay(
-                    attempt,
-                    retry_after(header.as_deref(), status.as_ref()),
-                    jitter(),
-                ) {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    None => {
-                        let reason = failure_reason(code, status.as_ref());
-                        return fail(
-                            restarts,
-                            format!("gave up after {attempt} attempts: {reason}"),
-                        );
-                    }
-                }
-            }
-            ListVerdict::Failed => {
-                return fail(restarts, failure_reason(code, parse_status(&body).as_ref()))
-            }
-        }
-        attempt = 0;
-        let page: ListPage = match serde_json::from_slice(&body) {
-            Ok(page) => page,
-            // The serde message could quote content; position and category only.
-            Err(e) => {
-                return fail(
-                    restarts,
-                    format!(
-                        "list response is not a valid list ({:?} error at line {} column {})",
-                        e.classify(),
-                        e.line(),
-                        e.column()
-                    ),
-                )
-            }
-        };
-        drop(body);
-        for mut object in page.items.unwrap_or_default() {
-            let namespace = object
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let name = object
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let key = object_key(namespace.as_deref(), &name);
-            if restarted && already_handed_out(&key, last_key.as_deref()) {
-                continue;
-            }
-            let body = encode(&mut object, &target, &name);
-            drop(object);
-            last_key = Some(key);
-            counters.listed.fetch_add(1, Ordering::Relaxed);
-            if tx
-                .send(Item {
-                    namespace,
-                    name,
-                    body,
-                })
-                .await
-                .is_err()
-            {
-                return fail(restarts, "the writers stopped early".into());
-            }
-        }
-        let listed = counters.listed.load(Ordering::Relaxed);
-        let remaining = page
-            .metadata
-            .remaining_item_count
-            .map_or(0, |n| n.max(0) as u64);
-        counters.total.store(listed + remaining, Ordering::Relaxed);
-        match page.metadata.continue_token.filter(|t| !t.is_empty()) {
-            Some(token) => continue_token = Some(token),
-            None => {
-                return ListResult {
-                    restarts,
-                    error: None,
-                }
-            }
-        }
-    }
-}
-
-/// Serializes a listed object for its PUT, unchanged except for the type fields list
-/// items may lack. An object without name or resourceVersion is refused: writing it
-/// without its resourceVersion could overwrite a newer version.
-fn encode(object: &mut Value, target: &Target, name: &str) -> Result<Vec<u8>, String> {
-    if name.is_empty() {
-        return Err("listed object has no metadata.name".into());
-    }
-    let has_version = object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .is_some_and(|v| !v.is_empty());
-    if !has_version {
-        return Err("listed object has no metadata.resourceVersion".into());
-    }
-    let Some(map) = object.as_object_mut() else {
-        return Err("listed item is not an object".into());
-    };
-    map.entry("apiVersion")
-        .or_insert_with(|| Value::String(target.api_version()));
-    map.entry("kind")
-        .or_insert_with(|| Value::String(target.kind.clone()));
-    serde_json::to_vec(object)
-        .map_err(|e| format!("cannot encode the object ({:?} error)", e.classify()))
-}
-
-/// Writes one object back, retrying what the policy says is transient.
-async fn rewrite(
-    client: &Client,
-    target: &Target,
-    item: &Item,
-    body: &[u8],
-    retry: &RetryPolicy,
-) -> Outcome {
-    let collection = Request::new(target.collection_path(item.namespace.as_deref()));
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let request = match collection.replace(&item.name, &PostParams::default(), body.to_vec()) {
-            Ok(r) => r,
-            Err(err) => return Outcome::Failed(format!("cannot build the request: {err}")),
-        };
-        let (code, header, response) = match send(client, request).await {
-            Ok(r) => r,
-            Err(err) => match retry.delay(attempt, None, jitter()) {
-                Some(delay) => {
-                    tokio::time::sleep(delay).await;
-                    continue;
-                }
-                None => return Outcome::Failed(format!("gave up after {attempt} attempts: {err}")),
-            },
-        };
-        match classify_put(code) {
-            PutVerdict::Rewritten => return Outcome::Rewritten,
-            PutVerdict::Conflicted => return Outcome::Conflicted,
-            PutVerdict::Gone => return Outcome::Gone,
-            PutVerdict::Failed => {
-                return Outcome::Failed(failure_reason(code, parse_status(&response).as_ref()))
-            }
-            PutVerdict::Retry => {
-                let status = parse_status(&response);
-                match retry.delay(
-                    attempt,
-                    retry_after(header.as_deref(), status.as_ref()),
-                    jitter(),
-                ) {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => {
-                        let reason = failure_reason(code, status.as_ref());
-                        return Outcome::Failed(format!(
-                            "gave up after {attempt} attempts: {reason}"
-                        ));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Sends a request and reads the whole response: status, `Retry-After`, body.
-async fn send(
-    client: &Client,
-    request: http::Request<Vec<u8>>,
-) -> Result<(u16, Option<String>, Vec<u8>), kube::Error> {
-    let response = client.send(request.map(kube::client::Body::from)).await?;
-    let code = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.into_body().collect().await?.to_bytes().into();
-    Ok((code, retry_after, body))
-}
-
-fn parse_status(body: &[u8]) -> Option<Status> {
-    serde_json::from_slice::<Status>(body)
-        .ok()
-        .filter(|s| s.code != 0 || !s.reason.is_empty())
-}
-
-/// Spreads retries of concurrent workers; no cryptographic quality needed.
-fn jitter() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1_000_000) / 1_000_000.0
 }

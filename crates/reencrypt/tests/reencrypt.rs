@@ -1,6 +1,7 @@
 //! Acceptance tests of `eargate reencrypt` against the in-process API stand-in: every object
 //! is rewritten exactly once or accounted for, failures are named, nothing is printed
 //! from object contents.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod support;
 
