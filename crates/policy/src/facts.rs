@@ -19,7 +19,7 @@ use crate::resources::{normalize_resources, Normalized};
 use crate::rules;
 use crate::scan::{ScanError, Scanner};
 use crate::status::secretbox_key_name;
-use crate::Violation;
+use crate::{Violation, Warning};
 
 /// The encryption-related facts of one Cluster object.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -451,8 +451,9 @@ impl ClusterFacts {
         (n.resources != cfg.resources).then_some(n)
     }
 
-    /// Applies the defaults in place (what kube-apiserver stores after the mutating webhook).
-    pub fn apply_defaults(&mut self) -> Vec<String> {
+    /// Applies the defaults in place (what kube-apiserver stores after the mutating webhook)
+    /// and returns one warning per change.
+    pub fn apply_defaults(&mut self) -> Vec<Warning> {
         match self.normalized_resources() {
             Some(n) => {
                 if let Some(cfg) = self.config.as_mut() {

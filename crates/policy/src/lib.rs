@@ -13,9 +13,9 @@ pub mod policy;
 pub mod resources;
 pub mod review;
 pub mod rules;
-pub mod scan;
+mod scan;
 pub mod status;
 
 pub use facts::ClusterFacts;
-pub use policy::{Decision, Operation, PolicyConfig, Violation};
+pub use policy::{Decision, Operation, PolicyConfig, Violation, Warning};
 pub use review::{review, ReviewError, ReviewSummary, Reviewed, Webhook};

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
     kind = "Cluster",
     plural = "clusters",
     status = "ClusterStatus",
+    doc = "A Kubermatic user cluster. eargate reads spec.features.encryptionAtRest and spec.encryptionConfiguration (encryption at rest of the cluster's etcd data) and writes status.encryption; every other field is Kubermatic's and kept as is.",
     printcolumn = r#"{"name":"Encryption","type":"string","jsonPath":".status.encryption.phase"}"#,
     printcolumn = r#"{"name":"Active key","type":"string","jsonPath":".status.encryption.activeKey"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

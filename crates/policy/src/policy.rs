@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 
 use crate::facts::ClusterFacts;
 use crate::keys::decode_key;
-use crate::model::{EncryptionPhase, SecretboxKey};
+use crate::model::{EncryptionConfiguration, EncryptionPhase, SecretboxKey};
 use crate::names::{
     ACTIVE_KEY_IDENTITY, CONDITION_ENCRYPTION_INITIALIZED, DEFAULT_STATUS_WRITER,
     FEATURE_ENCRYPTION_AT_REST, MUTATING_WEBHOOK_NAME, SECRETBOX_STORAGE_PREFIX,
 };
 use crate::resources::{duplicate_once_cleaned, msg, mutation_fix, validate_resources};
-use crate::rules::{self, Rule};
+use crate::rules::{self, Rule, WarningKind};
 use crate::status::{is_rollout_locked, secretbox_active_key};
 
 /// Policy settings that come from configuration.
@@ -79,11 +79,51 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// One warning: which kind (an id of [`rules::WARNINGS`]), the field it is about, and the
+/// text. Never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub kind: &'static WarningKind,
+    /// Field path, e.g. `spec.encryptionConfiguration.resources[0]`; `request.kind` or
+    /// `request.operation` for a warning about the request itself.
+    pub field: String,
+    /// The whole text, exactly as sent to kube-apiserver and printed by kubectl after
+    /// `Warning: ` (where it reads naturally, it starts with the field).
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(
+        kind: &'static WarningKind,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable id, e.g. `EARW04`.
+    pub fn id(&self) -> &'static str {
+        self.kind.id
+    }
+}
+
+/// The text as sent: the id is not part of it, so kubectl's `Warning:` lines read as they
+/// always have.
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The verdict of the validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     pub violations: Vec<Violation>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl Decision {
@@ -127,6 +167,7 @@ pub struct Request<'a> {
 }
 
 const CFG: &str = "spec.encryptionConfiguration";
+const ENABLED: &str = "spec.encryptionConfiguration.enabled";
 const KEYS: &str = "spec.encryptionConfiguration.secretbox.keys";
 const KEYGEN_HINT: &str = "make a key with `head -c 32 /dev/urandom | base64` or `eargate keygen`";
 
@@ -205,7 +246,7 @@ pub fn validate(req: &Request<'_>) -> Decision {
         None | Some("") => {}
         Some(crate::names::STATUS_SUBRESOURCE) => {
             if req.operation == Operation::Update {
-                status_rules(req, new, &mut d);
+                ear014_status_writers(req, new, &mut d);
             }
             return d;
         }
@@ -229,11 +270,13 @@ pub fn validate(req: &Request<'_>) -> Decision {
                 Some(&old_normalized)
             }
         }
-        (Operation::Update, Some(_)) => {
-            d.warnings.push(
-                "the stored object's encryption fields do not decode; the edit was judged as if it had no encryption configuration"
-                    .to_owned(),
-            );
+        (Operation::Update, Some(old)) => {
+            let field = old.problems.first().map_or(CFG, |p| p.field.as_str());
+            d.warnings.push(Warning::new(
+                &rules::EARW11,
+                field,
+                "the stored object's encryption fields do not decode; the edit was judged as if it had no encryption configuration",
+            ));
             None
         }
         _ => None,
@@ -290,7 +333,25 @@ fn static_rules(
     let Some(cfg) = new.config.as_ref() else {
         return;
     };
-    // EAR001 (EAR012 speaks instead when this very edit turned the gate off).
+    ear001_feature_gate(new, cfg, old, d);
+    ear002_enabled_needs_a_key(new, cfg, d);
+    // Per key, so that the violations of one key stay together.
+    let keys = new.keys();
+    for i in 0..keys.len() {
+        ear003_key_name_and_source(keys, i, d);
+        ear004_inline_key_material(keys, i, d);
+    }
+    ear005_resources(cfg, resources, d);
+}
+
+/// EAR001: enabled needs the feature gate (EAR012 speaks instead when this very edit
+/// turned the gate off).
+fn ear001_feature_gate(
+    new: &ClusterFacts,
+    cfg: &EncryptionConfiguration,
+    old: Option<&ClusterFacts>,
+    d: &mut Decision,
+) {
     let gate_turned_off = old.is_some_and(|o| o.feature_gate) && !new.feature_gate;
     if cfg.enabled && !new.feature_gate && !gate_turned_off {
         d.violations.push(v(
@@ -300,8 +361,11 @@ fn static_rules(
             format!("encryption is enabled but the feature gate spec.features.{FEATURE_ENCRYPTION_AT_REST} is not true; set spec.features.{FEATURE_ENCRYPTION_AT_REST}: true in the same edit"),
         ));
     }
-    let keys = new.keys();
-    if cfg.enabled && keys.is_empty() {
+}
+
+/// EAR002: enabled needs at least one secretbox key.
+fn ear002_enabled_needs_a_key(new: &ClusterFacts, cfg: &EncryptionConfiguration, d: &mut Decision) {
+    if cfg.enabled && new.keys().is_empty() {
         d.violations.push(v(
             &rules::EAR002,
             KEYS,
@@ -309,80 +373,92 @@ fn static_rules(
             "encryption is enabled but no secretbox key is configured; add a key (name plus secretRef, or value from `eargate keygen`)",
         ));
     }
-    for (i, key) in keys.iter().enumerate() {
-        let path = KeyPath(i);
-        let name = (!key.name.is_empty()).then_some(key.name.as_str());
-        let who = Who(i, key);
-        // EAR003: names.
-        if key.name.is_empty() {
+}
+
+/// EAR003: keys[i] has a valid, unique name and exactly one complete source.
+fn ear003_key_name_and_source(keys: &[SecretboxKey], i: usize, d: &mut Decision) {
+    let key = &keys[i];
+    let path = KeyPath(i);
+    let name = (!key.name.is_empty()).then_some(key.name.as_str());
+    let who = Who(i, key);
+    // Names.
+    if key.name.is_empty() {
+        d.violations.push(v(
+            &rules::EAR003,
+            format!("{path}.name"),
+            None,
+            format!("{who} has no name; give every key a unique name such as encryption-key-2024-01 (kube-apiserver embeds it in the storage prefix {SECRETBOX_STORAGE_PREFIX}<name>:)"),
+        ));
+    } else if !valid_key_name(&key.name) {
+        d.violations.push(v(
+            &rules::EAR003,
+            format!("{path}.name"),
+            name,
+            format!("{who}: the name may contain only letters, digits, '-', '_' and '.' because kube-apiserver embeds it in the storage prefix {SECRETBOX_STORAGE_PREFIX}<name>: (a ':' would make the prefix ambiguous); rename the key, e.g. {}", suggest_name(&key.name)),
+        ));
+    } else if let Some(j) = keys[..i].iter().position(|k| k.name == key.name) {
+        d.violations.push(v(
+            &rules::EAR003,
+            format!("{path}.name"),
+            name,
+            format!("{who}: the name is already used by keys[{j}]; names must be unique because kube-apiserver picks the key for a stored value by the name in its prefix; give this key a new name"),
+        ));
+    }
+    // Sources.
+    match (&key.value, &key.secret_ref) {
+        (Some(_), Some(_)) => d.violations.push(v(
+            &rules::EAR003,
+            path.to_string(),
+            name,
+            format!("{who}: has both value and secretRef; keep exactly one (secretRef is recommended)"),
+        )),
+        (None, None) => d.violations.push(v(
+            &rules::EAR003,
+            path.to_string(),
+            name,
+            format!("{who}: has neither value nor secretRef; set secretRef to a Secret in the control-plane namespace (or value, {KEYGEN_HINT})"),
+        )),
+        _ => {}
+    }
+    if let Some(r) = &key.secret_ref {
+        if r.name.is_empty() {
             d.violations.push(v(
                 &rules::EAR003,
-                format!("{path}.name"),
-                None,
-                format!("{who} has no name; give every key a unique name such as encryption-key-2024-01 (kube-apiserver embeds it in the storage prefix {SECRETBOX_STORAGE_PREFIX}<name>:)"),
+                format!("{path}.secretRef.name"),
+                name,
+                format!("{who}: secretRef.name is empty; name the Secret in the cluster's control-plane namespace that holds the key"),
             ));
-        } else if !valid_key_name(&key.name) {
+        }
+        if r.key.is_empty() {
             d.violations.push(v(
                 &rules::EAR003,
-                format!("{path}.name"),
+                format!("{path}.secretRef.key"),
                 name,
-                format!("{who}: the name may contain only letters, digits, '-', '_' and '.' because kube-apiserver embeds it in the storage prefix {SECRETBOX_STORAGE_PREFIX}<name>: (a ':' would make the prefix ambiguous); rename the key, e.g. {}", suggest_name(&key.name)),
+                format!(
+                    "{who}: secretRef.key is empty; name the data key inside the Secret (e.g. key)"
+                ),
             ));
-        } else if let Some(j) = keys[..i].iter().position(|k| k.name == key.name) {
-            d.violations.push(v(
-                &rules::EAR003,
-                format!("{path}.name"),
-                name,
-                format!("{who}: the name is already used by keys[{j}]; names must be unique because kube-apiserver picks the key for a stored value by the name in its prefix; give this key a new name"),
-            ));
-        }
-        // EAR003: sources.
-        match (&key.value, &key.secret_ref) {
-            (Some(_), Some(_)) => d.violations.push(v(
-                &rules::EAR003,
-                path.to_string(),
-                name,
-                format!("{who}: has both value and secretRef; keep exactly one (secretRef is recommended)"),
-            )),
-            (None, None) => d.violations.push(v(
-                &rules::EAR003,
-                path.to_string(),
-                name,
-                format!("{who}: has neither value nor secretRef; set secretRef to a Secret in the control-plane namespace (or value, {KEYGEN_HINT})"),
-            )),
-            _ => {}
-        }
-        if let Some(r) = &key.secret_ref {
-            if r.name.is_empty() {
-                d.violations.push(v(
-                    &rules::EAR003,
-                    format!("{path}.secretRef.name"),
-                    name,
-                    format!("{who}: secretRef.name is empty; name the Secret in the cluster's control-plane namespace that holds the key"),
-                ));
-            }
-            if r.key.is_empty() {
-                d.violations.push(v(
-                    &rules::EAR003,
-                    format!("{path}.secretRef.key"),
-                    name,
-                    format!("{who}: secretRef.key is empty; name the data key inside the Secret (e.g. key)"),
-                ));
-            }
-        }
-        // EAR004.
-        if let Some(value) = &key.value {
-            if let Err(err) = decode_key(value) {
-                d.violations.push(v(
-                    &rules::EAR004,
-                    format!("{path}.value"),
-                    name,
-                    format!("{who}: {err}; {KEYGEN_HINT}"),
-                ));
-            }
         }
     }
-    // EAR005, on the list as received.
+}
+
+/// EAR004: an inline value is 32 bytes of standard base64.
+fn ear004_inline_key_material(keys: &[SecretboxKey], i: usize, d: &mut Decision) {
+    let key = &keys[i];
+    if let Some(value) = &key.value {
+        if let Err(err) = decode_key(value) {
+            d.violations.push(v(
+                &rules::EAR004,
+                format!("{}.value", KeyPath(i)),
+                (!key.name.is_empty()).then_some(key.name.as_str()),
+                format!("{}: {err}; {KEYGEN_HINT}", Who(i, key)),
+            ));
+        }
+    }
+}
+
+/// EAR005: `resources` as received follows kube-apiserver's rules.
+fn ear005_resources(cfg: &EncryptionConfiguration, resources: &[String], d: &mut Decision) {
     if cfg.enabled || !resources.is_empty() {
         let mut problems = validate_resources(resources);
         // An entry that only duplicates another once that one is written as it must be
@@ -456,8 +532,17 @@ fn material_differs(a: &SecretboxKey, b: &SecretboxKey) -> Option<&'static str> 
 
 /// Rules 6–10 and 12: the edit judged against the stored object.
 fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
+    ear006_rollout_lock(new, old, d);
+    ear007_resources_fixed_while_enabled(new, old, d);
+    ear008_key_material_immutable(new, old, d);
+    ear009_new_keys_enter_as_secondary(new, old, d);
+    ear010_safe_key_removal(new, old, d);
+    ear012_feature_gate_stays_on(new, old, d);
+}
+
+/// EAR006: nothing of the configuration changes while a rollout runs.
+fn ear006_rollout_lock(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
     let name = &new.name;
-    // EAR006: rollout lock.
     if is_rollout_locked(old.phase) {
         let watch = format!(
             "encryption is being rolled out ({}); the encryption configuration is locked until the phase is Active: watch it with `kubectl get cluster {name} -o jsonpath='{{.status.encryption.phase}}'`, then retry",
@@ -476,7 +561,10 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
             ));
         }
     }
-    // EAR007: resources fixed while enabled.
+}
+
+/// EAR007: the encrypted resources stay fixed while encryption stays enabled.
+fn ear007_resources_fixed_while_enabled(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
     if let (Some(o), Some(n)) = (old.config.as_ref(), new.config.as_ref()) {
         if o.enabled && n.enabled {
             let a: BTreeSet<&String> = o.resources.iter().collect();
@@ -495,10 +583,12 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
             }
         }
     }
+}
+
+/// EAR008: the material of a key, by name, never changes.
+fn ear008_key_material_immutable(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
     let old_keys = old.keys();
-    let new_keys = new.keys();
-    // EAR008: key material immutable.
-    for (i, key) in new_keys.iter().enumerate() {
+    for (i, key) in new.keys().iter().enumerate() {
         if key.name.is_empty() {
             continue;
         }
@@ -519,10 +609,12 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
             ));
         }
     }
-    // EAR009: new keys enter as secondary.
-    let active = old.active_key.as_deref().unwrap_or_default();
-    let active_name = old.active_secretbox_key();
-    if let (Some(primary), Some(active_name)) = (new_keys.first(), active_name) {
+}
+
+/// EAR009: a key new to the list enters as a secondary while another key is active.
+fn ear009_new_keys_enter_as_secondary(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
+    let old_keys = old.keys();
+    if let (Some(primary), Some(active_name)) = (new.keys().first(), old.active_secretbox_key()) {
         if !primary.name.is_empty() && !old_keys.iter().any(|k| k.name == primary.name) {
             d.violations.push(v(
                 &rules::EAR009,
@@ -536,7 +628,13 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
             ));
         }
     }
-    // EAR010: safe key removal.
+}
+
+/// EAR010: a key leaves the list only when no stored data can still be sealed with it.
+fn ear010_safe_key_removal(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
+    let (old_keys, new_keys) = (old.keys(), new.keys());
+    let active = old.active_key.as_deref().unwrap_or_default();
+    let active_name = old.active_secretbox_key();
     if new.config.is_some() {
         let mut seen = BTreeSet::new();
         for o in old_keys {
@@ -566,7 +664,10 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
                 .push(v(&rules::EAR010, KEYS, Some(&o.name), message));
         }
     }
-    // EAR012: feature gate stays on.
+}
+
+/// EAR012: the feature gate stays on while encryption is enabled or still active.
+fn ear012_feature_gate_stays_on(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
     if old.feature_gate && !new.feature_gate && (new.enabled() || old.may_hold_sealed_data()) {
         let why = match old.active_key.as_deref() {
             _ if new.enabled() => "encryption is enabled in this object".to_owned(),
@@ -582,8 +683,8 @@ fn update_rules(new: &ClusterFacts, old: &ClusterFacts, d: &mut Decision) {
     }
 }
 
-/// Rule 14 on the status subresource.
-fn status_rules(req: &Request<'_>, new: &ClusterFacts, d: &mut Decision) {
+/// EAR014: only the configured status writers change the encryption status.
+fn ear014_status_writers(req: &Request<'_>, new: &ClusterFacts, d: &mut Decision) {
     if req.config.status_writers.iter().any(|w| w == req.user) {
         return;
     }
@@ -616,10 +717,13 @@ const BACKUP_NOTE: &str = "etcd backups taken in the next minutes may still hold
 fn inline_warnings(new: &ClusterFacts, d: &mut Decision) {
     for (i, key) in new.keys().iter().enumerate() {
         if key.value.is_some() {
-            d.warnings.push(format!(
-                "{KEYS}[{i}].value: {} carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
+            let field = format!("{KEYS}[{i}].value");
+            let message = format!(
+                "{field}: {} carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
                 Who(i, key)
-            ));
+            );
+            d.warnings
+                .push(Warning::new(&rules::EARW04, field, message));
         }
     }
 }
@@ -628,10 +732,10 @@ fn inline_warnings(new: &ClusterFacts, d: &mut Decision) {
 fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
     let Some(cfg) = new.config.as_ref() else {
         if let Some(o) = old.filter(|o| o.enabled()) {
-            d.warnings.push(format!(
-                "spec.encryptionConfiguration removed: encryption at rest will be disabled and every object of {} re-written in plaintext; the reconciler keeps the keys it rendered until decryption has finished; {BACKUP_NOTE}",
+            d.warnings.push(Warning::new(&rules::EARW10, CFG, format!(
+                "{CFG} removed: encryption at rest will be disabled and every object of {} re-written in plaintext; the reconciler keeps the keys it rendered until decryption has finished; {BACKUP_NOTE}",
                 list(&o.config.as_ref().map(|c| c.resources.clone()).unwrap_or_default())
-            ));
+            )));
         }
         return;
     };
@@ -642,10 +746,10 @@ fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decis
         .map(|k| k.name.as_str())
         .unwrap_or_default();
     if cfg.enabled && !was_enabled {
-        d.warnings.push(format!(
+        d.warnings.push(Warning::new(&rules::EARW05, ENABLED, format!(
             "enabling encryption at rest: every object of {} will be re-written sealed with key {primary:?}; data is encrypted only at rest in etcd, anyone allowed by RBAC still reads it in plaintext through the API; {BACKUP_NOTE}; watch status.encryption.phase until Active",
             list(&cfg.resources)
-        ));
+        )));
     }
     if let Some(o) = old {
         let old_primary = o
@@ -654,32 +758,32 @@ fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decis
             .map(|k| k.name.as_str())
             .unwrap_or_default();
         if cfg.enabled && was_enabled && !primary.is_empty() && old_primary != primary {
-            d.warnings.push(format!(
+            d.warnings.push(Warning::new(&rules::EARW06, KeyPath(0).to_string(), format!(
                 "key rotation: key {primary:?} becomes the primary key; every object of {} will be re-written sealed with it; keep {old_primary:?} in the list until the phase is Active again; {BACKUP_NOTE}",
                 list(&cfg.resources)
-            ));
+            )));
         }
-        for key in new.keys().iter().skip(1) {
+        for (i, key) in new.keys().iter().enumerate().skip(1) {
             if !key.name.is_empty() && !o.keys().iter().any(|k| k.name == key.name) {
-                d.warnings.push(format!(
+                d.warnings.push(Warning::new(&rules::EARW07, KeyPath(i).to_string(), format!(
                     "key {:?} added as a secondary key: the API servers will be able to decrypt with it; once the phase is Active, move it to keys[0] to make it the primary key",
                     key.name
-                ));
+                )));
             }
         }
         for k in o.keys() {
             if !k.name.is_empty() && !new.keys().iter().any(|n| n.name == k.name) {
-                d.warnings.push(format!(
+                d.warnings.push(Warning::new(&rules::EARW08, KEYS, format!(
                     "key {:?} removed from the configuration: the API servers will no longer be able to read anything sealed with it, including etcd backups you might restore; keep a copy of the key material outside the cluster until those backups expire",
                     k.name
-                ));
+                )));
             }
         }
         if was_enabled && !cfg.enabled {
-            d.warnings.push(format!(
+            d.warnings.push(Warning::new(&rules::EARW09, ENABLED, format!(
                 "disabling encryption at rest: every object of {} will be re-written in plaintext; keep the keys in the list until the phase is Active; {BACKUP_NOTE}",
                 list(&o.config.as_ref().map(|c| c.resources.clone()).unwrap_or_default())
-            ));
+            )));
         }
     }
 }

@@ -10,6 +10,10 @@
 //! so a denial can tell that the mutating webhook did not run.
 
 use crate::names::DEFAULT_RESOURCES;
+use crate::policy::Warning;
+use crate::rules;
+
+const RESOURCES: &str = "spec.encryptionConfiguration.resources";
 
 /// Upstream's explanations, word for word where upstream has one.
 pub mod msg {
@@ -145,8 +149,8 @@ pub fn validate_resources(resources: &[String]) -> Vec<ResourceProblem> {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Normalized {
     pub resources: Vec<String>,
-    /// Human explanations of each change (for admission warnings).
-    pub changes: Vec<String>,
+    /// One warning per change (EARW01 to EARW03), sent by the mutating webhook.
+    pub changes: Vec<Warning>,
 }
 
 /// Defaults applied by the mutating webhook: enabled with no resources gets `[secrets]`;
@@ -156,24 +160,33 @@ pub fn normalize_resources(resources: &[String], enabled: bool) -> Normalized {
     if resources.is_empty() {
         if enabled {
             out.resources = DEFAULT_RESOURCES.iter().map(|s| s.to_string()).collect();
-            out.changes.push(format!(
-                "spec.encryptionConfiguration.resources was empty; defaulted to [{}]",
-                DEFAULT_RESOURCES.join(", ")
+            out.changes.push(Warning::new(
+                &rules::EARW01,
+                RESOURCES,
+                format!(
+                    "{RESOURCES} was empty; defaulted to [{}]",
+                    DEFAULT_RESOURCES.join(", ")
+                ),
             ));
         }
         return out;
     }
     for (i, raw) in resources.iter().enumerate() {
         let cleaned = clean(raw);
+        let field = || format!("{RESOURCES}[{i}]");
         if cleaned != *raw {
-            out.changes.push(format!(
-                "spec.encryptionConfiguration.resources[{i}]: {raw:?} written as {cleaned:?} (kube-apiserver needs plural, lowercase names without spaces)"
-            ));
+            let field = field();
+            let message = format!(
+                "{field}: {raw:?} written as {cleaned:?} (kube-apiserver needs plural, lowercase names without spaces)"
+            );
+            out.changes
+                .push(Warning::new(&rules::EARW02, field, message));
         }
         if out.resources.contains(&cleaned) {
-            out.changes.push(format!(
-                "spec.encryptionConfiguration.resources[{i}]: duplicate {cleaned:?} dropped (kept the first)"
-            ));
+            let field = field();
+            let message = format!("{field}: duplicate {cleaned:?} dropped (kept the first)");
+            out.changes
+                .push(Warning::new(&rules::EARW03, field, message));
             continue;
         }
         out.resources.push(cleaned);

@@ -19,7 +19,8 @@ use crate::names::{
     FEATURE_ENCRYPTION_AT_REST,
 };
 pub use crate::policy::PolicyConfig;
-use crate::policy::{self, Decision, Operation, Request};
+use crate::policy::{self, Decision, Operation, Request, Warning};
+use crate::rules;
 use crate::scan::{ScanError, Scanner};
 
 /// Which webhook endpoint is answering.
@@ -78,7 +79,9 @@ pub struct Detailed {
     pub decision: Decision,
     /// The JSON patch sent (mutating webhook only).
     pub patch: Option<json_patch::Patch>,
-    /// Warnings sent, in order.
+    /// The warnings sent, in order, with their id and field.
+    pub warnings_detailed: Vec<Warning>,
+    /// Their texts, as sent (each the `Display` of the same warning in `warnings_detailed`).
     pub warnings: Vec<String>,
     /// The denial message sent, if denied.
     pub message: Option<String>,
@@ -467,8 +470,12 @@ pub fn judge(
     let mutable = matches!(operation, Some(Operation::Create | Operation::Update)) && on_main;
 
     if foreign_kind {
-        warnings.push(format!(
-            "eargate only judges {CLUSTER_KIND}.{CLUSTER_GROUP}; this request was allowed unchecked (check the webhook's rules)"
+        warnings.push(Warning::new(
+            &rules::EARW12,
+            "request.kind",
+            format!(
+                "eargate only judges {CLUSTER_KIND}.{CLUSTER_GROUP}; this request was allowed unchecked (check the webhook's rules)"
+            ),
         ));
     } else if let Some(op) = operation {
         // The mutating webhook fills the defaults. The validating webhook judges the object
@@ -495,12 +502,17 @@ pub fn judge(
             warnings.extend(decision.warnings.iter().cloned());
         }
     } else {
-        warnings.push(format!(
-            "unknown operation {:?}; allowed unchecked",
-            truncate(&req.operation)
+        warnings.push(Warning::new(
+            &rules::EARW13,
+            "request.operation",
+            format!(
+                "unknown operation {:?}; allowed unchecked",
+                truncate(&req.operation)
+            ),
         ));
     }
 
+    let texts: Vec<String> = warnings.iter().map(Warning::to_string).collect();
     let allowed = decision.allowed();
     let rule_ids = decision.rule_ids();
     let message = (!allowed).then(|| decision.message(&name));
@@ -530,7 +542,7 @@ pub fn judge(
             }),
             patch_type: patch_b64.as_ref().map(|_| "JSONPatch"),
             patch: patch_b64,
-            warnings: &warnings,
+            warnings: &texts,
             audit_annotations: audit,
         },
     };
@@ -552,7 +564,8 @@ pub fn judge(
         reviewed: Reviewed { body, summary },
         decision,
         patch,
-        warnings,
+        warnings_detailed: warnings,
+        warnings: texts,
         message,
     })
 }

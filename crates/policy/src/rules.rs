@@ -1,6 +1,17 @@
 //! Every rule of the policy in ONE table: id, title, why, and an example denial. Messages
 //! (each [`crate::Violation`] carries its rule), metrics (the server labels by rule id) and
 //! `docs/rules.md` (generated from this table by a test) all read from here.
+//!
+//! The check of rule `EARnnn` is the function `earnnn_…` in `policy.rs` (EAR000, the
+//! decoding of the fields, is in `facts.rs`). EAR011 and EAR013 have no check of their
+//! own: they say which edits the other rules always allow, and tests hold them to it.
+//!
+//! Warnings have a table of their own, [`WARNINGS`], in the same style: ids `EARW01`…
+//! (`W` for warning, two digits), never renumbered, each with a title, what it tells the
+//! user and a real example. A warning never denies: it says what the mutating webhook
+//! changed or what an allowed edit sets in motion. Its text, as kubectl prints it after
+//! `Warning: `, does not carry the id (the wire text is kept as it always was);
+//! `eargate check -o json` lists the id and the field with each warning.
 
 /// One rule of the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,6 +156,135 @@ pub fn by_id(id: &str) -> Option<&'static Rule> {
     ALL.iter().find(|r| r.id == id)
 }
 
+/// One kind of warning: the edit is allowed, and the user should know something about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WarningKind {
+    /// Stable id, `EARW01`…. Never renumber: scripts read it from `eargate check -o json`.
+    pub id: &'static str,
+    /// What the warning is about, in a few words.
+    pub title: &'static str,
+    /// Which webhook sends it.
+    pub sent_by: &'static str,
+    /// What it tells the user, and what to do about it.
+    pub explanation: &'static str,
+    /// A real warning text produced by the policy (kept true by a test), as kubectl
+    /// prints it after `Warning: `.
+    pub example: &'static str,
+}
+
+impl std::fmt::Display for WarningKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id)
+    }
+}
+
+macro_rules! warnings {
+    ($($name:ident = { id: $id:literal, title: $title:literal, sent_by: $by:literal, explanation: $expl:literal, example: $ex:literal $(,)? };)*) => {
+        $(pub const $name: WarningKind = WarningKind { id: $id, title: $title, sent_by: $by, explanation: $expl, example: $ex };)*
+        /// Every kind of warning, in id order.
+        pub const WARNINGS: &[WarningKind] = &[$($name),*];
+    };
+}
+
+warnings! {
+    EARW01 = {
+        id: "EARW01",
+        title: "Resources defaulted",
+        sent_by: "the mutating webhook",
+        explanation: "An enabled configuration without `resources` (or with an empty list) encrypts `secrets`: the mutating webhook writes `resources: [secrets]` into the object, so what is stored says what is encrypted.",
+        example: "spec.encryptionConfiguration.resources was empty; defaulted to [secrets]",
+    };
+    EARW02 = {
+        id: "EARW02",
+        title: "Resource entry rewritten",
+        sent_by: "the mutating webhook",
+        explanation: "kube-apiserver matches resources by their exact lowercase plural name and does not trim: the mutating webhook trims and lowercases each entry and names the entry it rewrote. Write it that way in the manifest, or a GitOps tool will see a difference with what is stored.",
+        example: "spec.encryptionConfiguration.resources[0]: \" Secrets\" written as \"secrets\" (kube-apiserver needs plural, lowercase names without spaces)",
+    };
+    EARW03 = {
+        id: "EARW03",
+        title: "Duplicate resource dropped",
+        sent_by: "the mutating webhook",
+        explanation: "kube-apiserver refuses a list that names a resource twice: the mutating webhook keeps the first entry and drops the later one (after trimming and lowercasing). Remove it from the manifest.",
+        example: "spec.encryptionConfiguration.resources[1]: duplicate \"secrets\" dropped (kept the first)",
+    };
+    EARW04 = {
+        id: "EARW04",
+        title: "Inline key material",
+        sent_by: "the validating webhook",
+        explanation: "A key given as `value` is readable by anyone who can read Clusters, and by anyone who reads the repository the manifest comes from. A `secretRef` to a Secret in the control-plane namespace keeps it out of both. Sent for every inline key, whether the edit is allowed or denied.",
+        example: "spec.encryptionConfiguration.secretbox.keys[0].value: key \"encryption-key-2022-01\" carries its key material inline: anyone who can read Clusters (or the git repository they come from) can read the key; prefer secretRef to a Secret in the control-plane namespace",
+    };
+    EARW05 = {
+        id: "EARW05",
+        title: "Encryption is being enabled",
+        sent_by: "the validating webhook",
+        explanation: "The edit turns encryption on: every object of the listed resources will be re-written sealed with `keys[0]`. Encryption at rest protects etcd and its backups, not the API: RBAC still decides who reads the objects. Backups taken just after may still hold plaintext revisions until kube-apiserver compacts them. Sent with allowed edits only, as are EARW06 to EARW10.",
+        example: "enabling encryption at rest: every object of [secrets] will be re-written sealed with key \"encryption-key-2022-01\"; data is encrypted only at rest in etcd, anyone allowed by RBAC still reads it in plaintext through the API; etcd backups taken in the next minutes may still hold older revisions until kube-apiserver compacts them (every 5 minutes); watch status.encryption.phase until Active",
+    };
+    EARW06 = {
+        id: "EARW06",
+        title: "Key rotation",
+        sent_by: "the validating webhook",
+        explanation: "A key already known to the API servers becomes `keys[0]`: everything is re-written sealed with it. The old primary key must stay in the list until the phase is `Active` again (EAR010 holds the edit that removes it too early).",
+        example: "key rotation: key \"encryption-key-2022-02\" becomes the primary key; every object of [secrets] will be re-written sealed with it; keep \"encryption-key-2022-01\" in the list until the phase is Active again; etcd backups taken in the next minutes may still hold older revisions until kube-apiserver compacts them (every 5 minutes)",
+    };
+    EARW07 = {
+        id: "EARW07",
+        title: "New secondary key",
+        sent_by: "the validating webhook",
+        explanation: "A key that was not in the list enters as a secondary key, the first step of a rotation (EAR009): the API servers learn it before anything is sealed with it. Once the phase is `Active`, move it to `keys[0]`.",
+        example: "key \"encryption-key-2022-02\" added as a secondary key: the API servers will be able to decrypt with it; once the phase is Active, move it to keys[0] to make it the primary key",
+    };
+    EARW08 = {
+        id: "EARW08",
+        title: "Key removed",
+        sent_by: "the validating webhook",
+        explanation: "A key leaves the list (allowed by EAR010: nothing live is sealed with it). etcd backups taken while it was in use are still sealed with it: keep a copy of the key material outside the cluster until those backups expire.",
+        example: "key \"encryption-key-2022-01\" removed from the configuration: the API servers will no longer be able to read anything sealed with it, including etcd backups you might restore; keep a copy of the key material outside the cluster until those backups expire",
+    };
+    EARW09 = {
+        id: "EARW09",
+        title: "Encryption is being disabled",
+        sent_by: "the validating webhook",
+        explanation: "`enabled: false` re-writes every object of the listed resources in plaintext. The keys must stay in the list until the phase is `Active` (EAR010), so that what is still sealed can be read.",
+        example: "disabling encryption at rest: every object of [secrets] will be re-written in plaintext; keep the keys in the list until the phase is Active; etcd backups taken in the next minutes may still hold older revisions until kube-apiserver compacts them (every 5 minutes)",
+    };
+    EARW10 = {
+        id: "EARW10",
+        title: "Encryption configuration removed",
+        sent_by: "the validating webhook",
+        explanation: "Removing `spec.encryptionConfiguration` of an enabled cluster disables encryption: every object is re-written in plaintext. The key material is gone from the object, so the reconciler keeps the keys it already rendered until decryption has finished.",
+        example: "spec.encryptionConfiguration removed: encryption at rest will be disabled and every object of [secrets] re-written in plaintext; the reconciler keeps the keys it rendered until decryption has finished; etcd backups taken in the next minutes may still hold older revisions until kube-apiserver compacts them (every 5 minutes)",
+    };
+    EARW11 = {
+        id: "EARW11",
+        title: "Stored object does not decode",
+        sent_by: "the validating webhook",
+        explanation: "The stored object (stored before eargate guarded the cluster, or while its validating webhook did not run) has encryption fields of the wrong type, so the rules that compare the edit with it cannot run: the edit is judged as a new configuration. The warning's field is the first stored field that does not decode.",
+        example: "the stored object's encryption fields do not decode; the edit was judged as if it had no encryption configuration",
+    };
+    EARW12 = {
+        id: "EARW12",
+        title: "Not a Cluster",
+        sent_by: "both webhooks",
+        explanation: "The webhook was sent a request for another kind: its configuration's `rules` match more than `clusters.kubermatic.k8c.io`. The request is allowed unchecked; fix the webhook configuration (the chart's is right).",
+        example: "eargate only judges Cluster.kubermatic.k8c.io; this request was allowed unchecked (check the webhook's rules)",
+    };
+    EARW13 = {
+        id: "EARW13",
+        title: "Unknown operation",
+        sent_by: "both webhooks",
+        explanation: "The request's operation is none of CREATE, UPDATE, DELETE and CONNECT: the request is allowed unchecked. kube-apiserver sends only those four, so the review was made by hand or broken on the way.",
+        example: "unknown operation \"PATCH\"; allowed unchecked",
+    };
+}
+
+/// The kind of warning with this id.
+pub fn warning_by_id(id: &str) -> Option<&'static WarningKind> {
+    WARNINGS.iter().find(|w| w.id == id)
+}
+
 /// `docs/rules.md`, generated from the table. `kubectl_output(rule)` gives what the real
 /// kubectl printed for a denial by that rule (recorded by the end-to-end tests against a real
 /// kube-apiserver, kept in `docs/kubectl-denials/`); the policy's own message is shown where
@@ -187,6 +327,28 @@ DELETE is always allowed.\n\n\
             (None, None) => out.push_str("This rule never denies an edit by itself.\n"),
         }
     }
+    out.push_str(
+        "\n## Warnings\n\n\
+An edit can carry warnings, allowed or not: kube-apiserver relays them and kubectl prints each on a\n\
+`Warning: ` line, in the text shown below. A warning never denies. `eargate check -o json` lists each\n\
+with its id and the field it is about.\n\n\
+| id | warning | sent by |\n| --- | --- | --- |\n",
+    );
+    for w in WARNINGS {
+        out.push_str(&format!(
+            "| [{}](#{}) | {} | {} |\n",
+            w.id,
+            w.id.to_lowercase(),
+            w.title,
+            w.sent_by
+        ));
+    }
+    for w in WARNINGS {
+        out.push_str(&format!(
+            "\n### {}\n\n**{}** (sent by {})\n\n{}\n\nExample:\n\n```text\nWarning: {}\n```\n",
+            w.id, w.title, w.sent_by, w.explanation, w.example
+        ));
+    }
     out
 }
 
@@ -199,6 +361,15 @@ mod tests {
         for (i, r) in ALL.iter().enumerate() {
             assert_eq!(r.id, format!("EAR{i:03}"));
             assert_eq!(by_id(r.id), Some(r));
+        }
+    }
+
+    #[test]
+    fn warning_ids_are_unique_and_ordered() {
+        for (i, w) in WARNINGS.iter().enumerate() {
+            assert_eq!(w.id, format!("EARW{:02}", i + 1));
+            assert_eq!(warning_by_id(w.id), Some(w));
+            assert_eq!(by_id(w.id), None);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What the fuzzing against the serde_json reference found (see `fuzz_support`), each
 //! pinned by a test that failed before its fix.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod common;
 

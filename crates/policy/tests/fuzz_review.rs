@@ -2,6 +2,7 @@
 //! shaped reviews from the structured generator for `EARGATE_FUZZ_SECONDS` (default 5;
 //! `make test` runs 60). The long coverage-guided runs use the same property through
 //! cargo-fuzz: `make fuzz`.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod fuzz_support;
 

@@ -2,12 +2,14 @@
 //! 1. any configuration the policy accepts renders an EncryptionConfiguration kube-apiserver loads;
 //! 2. any accepted UPDATE keeps the key named by `activeKey` unless the configuration is removed;
 //! 3. mutation output is accepted by the resource rules and its patch applies.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod common;
 
 use common::*;
 use eargate_policy::apiserver_config::{EncryptionConfig, Provider, ProviderKey, ResourceConfig};
 use eargate_policy::resources::validate_resources;
+use eargate_testkit::fixtures::ClusterFixture;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -119,17 +121,14 @@ fn config_strategy() -> impl Strategy<Value = Option<Value>> {
 }
 
 fn cluster(feature: bool, config: Option<Value>, status: Option<Value>) -> Value {
-    let mut c = with(
-        plain(),
-        &[("/spec/features/encryptionAtRest", json!(feature))],
-    );
+    let mut c = ClusterFixture::from_value(plain()).feature_gate(feature);
     if let Some(cfg) = config {
-        set(&mut c, "/spec/encryptionConfiguration", cfg);
+        c = c.set("/spec/encryptionConfiguration", cfg);
     }
     if let Some(s) = status {
-        set(&mut c, "/status/encryption", s);
+        c = c.set("/status/encryption", s);
     }
-    c
+    c.build()
 }
 
 /// What the reconciler would render for an (already defaulted) enabled configuration.
@@ -154,8 +153,16 @@ fn render(object: &Value) -> EncryptionConfig {
     }])
 }
 
+/// 300 cases, or `PROPTEST_CASES` for a longer run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn accepted_configurations_load_in_kube_apiserver(feature in prop::bool::weighted(0.8), config in config_strategy()) {

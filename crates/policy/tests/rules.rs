@@ -1,6 +1,7 @@
 //! Every rule, both sides, over the real-sized fixtures in `examples/`. Each denied case
 //! names the rules it must trigger (exactly); the case marked as the rule's example must
 //! produce the example denial quoted in `rules.rs` (and so in docs/rules.md).
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod common;
 

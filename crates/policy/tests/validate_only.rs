@@ -2,12 +2,14 @@
 //! received, assuming only that a missing or empty list means `[secrets]`. What the mutating
 //! webhook would rewrite (capitals, surrounding whitespace, duplicates) is denied by EAR005
 //! with a pointer at the mutating webhook; the mutating webhook itself still normalises.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 mod common;
 
 use common::*;
 use eargate_policy::resources::{normalize_resources, validate_resources};
 use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
+use eargate_testkit::fixtures::Review;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -15,8 +17,9 @@ const CFG: &str = "/spec/encryptionConfiguration";
 
 /// `/validate` alone, on the object as given.
 fn validate_only(op: &str, old: Option<&Value>, new: &Value) -> Detailed {
-    let body =
-        serde_json::to_vec(&review_json(op, old, Some(new), None, "jane@example.com")).unwrap();
+    let body = Review::new(op, Some(new), old)
+        .user("jane@example.com")
+        .to_vec();
     review_detailed(Webhook::Validate, &body, &PolicyConfig::default()).unwrap()
 }
 
@@ -66,14 +69,9 @@ fn what_the_mutating_webhook_fixes_is_denied_without_it() {
             v.message
         );
         // The mutating webhook still rewrites it, and then the list passes.
-        let body = serde_json::to_vec(&review_json(
-            "CREATE",
-            None,
-            Some(&with_resources(resources.clone())),
-            None,
-            "jane@example.com",
-        ))
-        .unwrap();
+        let body = Review::create(&with_resources(resources.clone()))
+            .user("jane@example.com")
+            .to_vec();
         let m = review_detailed(Webhook::Mutate, &body, &PolicyConfig::default()).unwrap();
         assert!(
             m.reviewed.summary.allowed && m.patch.is_some(),

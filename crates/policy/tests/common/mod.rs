@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
+use eargate_testkit::fixtures::Review;
 use serde_json::{json, Value};
 
 pub const KEY_A: &str = "3q2+7wF9aZr8Xk1cQ4mV0pLsT6uYbN2eH5gJ8dK1fWo="; // 32 bytes
@@ -82,30 +83,6 @@ pub fn status(phase: &str, active_key: &str) -> Value {
     json!({"phase": phase, "activeKey": active_key, "encryptedResources": ["secrets"]})
 }
 
-pub fn review_json(
-    op: &str,
-    old: Option<&Value>,
-    new: Option<&Value>,
-    sub: Option<&str>,
-    user: &str,
-) -> Value {
-    let mut req = json!({
-        "uid": "c0ffee00-1111-2222-3333-444455556666",
-        "kind": {"group": "kubermatic.k8c.io", "version": "v1", "kind": "Cluster"},
-        "resource": {"group": "kubermatic.k8c.io", "version": "v1", "resource": "clusters"},
-        "name": "zt7q9h2mxk",
-        "operation": op,
-        "userInfo": {"username": user, "groups": ["system:authenticated"]},
-        "object": new,
-        "oldObject": old,
-        "dryRun": false
-    });
-    if let Some(s) = sub {
-        req["subResource"] = json!(s);
-    }
-    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req})
-}
-
 /// What `eargate serve` does for one edit: /mutate, patch applied, then /validate.
 pub struct Run {
     pub mutated: Detailed,
@@ -121,7 +98,11 @@ pub fn run(
     user: &str,
 ) -> Run {
     let config = PolicyConfig::default();
-    let mut review = review_json(op, old, new, sub, user);
+    let mut review = Review::new(op, new, old).user(user);
+    if let Some(sub) = sub {
+        review = review.subresource(sub);
+    }
+    let mut review = review.build();
     let body = serde_json::to_vec(&review).unwrap();
     let mutated = review_detailed(Webhook::Mutate, &body, &config).unwrap();
     let mut patched_object = None;
