@@ -10,12 +10,12 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 use crate::metrics::Metrics;
-use crate::plan::Settings;
+use crate::model::Settings;
 
 /// First retry delay after an error; doubles per consecutive error of the same cluster.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// Upper bound of the error backoff.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// Look again this often even when nothing changes (resync).
 pub const RESYNC: Duration = Duration::from_secs(300);
 
@@ -80,7 +80,7 @@ impl Context {
     }
 
     /// Records one more consecutive error for `cluster` and returns how long to wait.
-    pub fn next_backoff(&self, cluster: &str) -> Duration {
+    pub(crate) fn next_backoff(&self, cluster: &str) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = failures.entry(cluster.to_owned()).or_insert(0);
         let delay = backoff_delay(*n);
@@ -89,7 +89,7 @@ impl Context {
     }
 
     /// A successful reconcile resets the backoff of `cluster`.
-    pub fn reset_backoff(&self, cluster: &str) {
+    pub(crate) fn reset_backoff(&self, cluster: &str) {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -98,7 +98,7 @@ impl Context {
 }
 
 /// `BACKOFF_BASE * 2^failures`, capped at [`BACKOFF_MAX`].
-pub fn backoff_delay(failures: u32) -> Duration {
+pub(crate) fn backoff_delay(failures: u32) -> Duration {
     let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
     BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
 }
@@ -137,7 +137,7 @@ pub enum Error {
 
 impl Error {
     /// An API error; the server's message is kept (no Secret content involved).
-    pub fn kube(what: impl Into<String>, err: kube::Error) -> Self {
+    pub(crate) fn kube(what: impl Into<String>, err: kube::Error) -> Self {
         let code = api_code(&err);
         let detail = match &err {
             kube::Error::Api(status) => {
@@ -153,7 +153,7 @@ impl Error {
     }
 
     /// An API error about a Secret: only code and reason are kept.
-    pub fn kube_secret(what: impl Into<String>, err: kube::Error) -> Self {
+    pub(crate) fn kube_secret(what: impl Into<String>, err: kube::Error) -> Self {
         let code = api_code(&err);
         let detail = match &err {
             kube::Error::Api(status) => format!("HTTP {} {}", status.code, status.reason),

@@ -25,8 +25,9 @@ use tracing::{debug, info, warn};
 
 use crate::context::{Context, Error, RESYNC};
 use crate::execute::execute;
+use crate::model::control_plane_namespace;
 use crate::observe::observe;
-use crate::plan::{plan, Observed};
+use crate::plan::plan;
 
 /// One reconcile of one Cluster.
 pub async fn reconcile(
@@ -50,7 +51,7 @@ async fn reconcile_inner(name: &str, ctx: &Context) -> Result<ControllerAction, 
         ctx.metrics.forget_cluster(name);
         return Ok(ControllerAction::await_change());
     };
-    let actions = plan(&observation.observed, &ctx.settings);
+    let actions = plan(&observation.snapshot, &ctx.settings);
     debug!(cluster = %name, actions = actions.len(), "planned");
     let outcome = execute(ctx, &observation, &actions).await?;
     ctx.metrics.set_phase(name, outcome.phase);
@@ -69,14 +70,14 @@ pub fn error_policy(cluster: Arc<Cluster>, err: &Error, ctx: Arc<Context>) -> Co
 
 /// The Cluster whose control plane lives in `namespace`: the one whose
 /// `status.namespaceName` (or default `cluster-<name>`) is that namespace.
-pub fn cluster_for_namespace(
+pub(crate) fn cluster_for_namespace(
     store: &Store<Cluster>,
     namespace: &str,
 ) -> Option<ObjectRef<Cluster>> {
     if let Some(found) = store
         .state()
         .iter()
-        .find(|c| Observed::namespace_of(c) == namespace)
+        .find(|c| control_plane_namespace(c) == namespace)
     {
         return Some(ObjectRef::from_obj(found.as_ref()));
     }

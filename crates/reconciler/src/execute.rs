@@ -24,31 +24,33 @@ use tracing::{debug, info, warn};
 
 use crate::context::{Context, Error};
 use crate::metrics::JobOutcome;
-use crate::observe::{job_run_time, Observation};
-use crate::plan::{Action, EncryptionStatusChange, EventType, JobState, Rendered};
+use crate::model::{
+    Action, ConfigSecret, EncryptionStatusChange, EventType, JobState, ANNOTATION_ROLLOUT_STARTED,
+};
+use crate::observe::Observation;
 
 /// Field manager of every write.
-pub const FIELD_MANAGER: &str = names::RECONCILER_NAME;
+pub(crate) const FIELD_MANAGER: &str = names::RECONCILER_NAME;
 
 /// What the controller does after a successful run of the actions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The planner asked to look again after this long.
-    pub requeue_after: Option<Duration>,
+    pub(crate) requeue_after: Option<Duration>,
     /// The phase after the actions ran (for the phase metric).
-    pub phase: Option<EncryptionPhase>,
+    pub(crate) phase: Option<EncryptionPhase>,
 }
 
 /// Runs `actions` for the observed Cluster.
-pub async fn execute(
+pub(crate) async fn execute(
     ctx: &Context,
     observation: &Observation,
     actions: &[Action],
 ) -> Result<Outcome, Error> {
-    let observed = &observation.observed;
-    let cluster = &observed.cluster;
+    let snapshot = &observation.snapshot;
+    let cluster = &snapshot.cluster;
     let name = cluster.name_any();
-    let namespace = observed.namespace.as_str();
+    let namespace = snapshot.namespace.as_str();
     let before = cluster
         .status
         .as_ref()
@@ -106,7 +108,7 @@ pub async fn execute(
             } => {
                 write_config_secret(
                     ctx,
-                    observed.rendered.as_ref(),
+                    snapshot.config_secret.as_ref(),
                     namespace,
                     yaml,
                     hash,
@@ -118,7 +120,7 @@ pub async fn execute(
                 let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
                 let deployment = &ctx.settings.apiserver_deployment;
                 let body = json!({
-                    "metadata": {"annotations": {crate::plan::ANNOTATION_ROLLOUT_STARTED: started.to_string()}},
+                    "metadata": {"annotations": {ANNOTATION_ROLLOUT_STARTED: started.to_string()}},
                     "spec": {"template": {"metadata": {"annotations": {names::ANNOTATION_CONFIG_HASH: hash}}}}
                 });
                 deployments
@@ -154,7 +156,7 @@ pub async fn execute(
 ///
 /// Each listed condition is written whole (absent fields as `null`) so it replaces the old
 /// entry instead of merging into it; other conditions and other status fields are untouched.
-pub fn status_patch(
+pub(crate) fn status_patch(
     resource_version: Option<&str>,
     encryption: &EncryptionStatusChange,
     conditions: &BTreeMap<String, ClusterCondition>,
@@ -205,37 +207,37 @@ pub fn status_patch(
 
 /// True when the observed Secret already holds exactly this content, hash and annotations.
 fn config_secret_current(
-    rendered: &Rendered,
+    current: &ConfigSecret,
     yaml: &str,
     hash: &str,
     annotations: &BTreeMap<String, String>,
 ) -> bool {
-    rendered.data.as_deref() == Some(yaml.as_bytes())
-        && rendered
+    current.data.as_deref() == Some(yaml.as_bytes())
+        && current
             .labels
             .get(names::LABEL_CONFIG_HASH)
             .map(String::as_str)
             == Some(hash)
-        && rendered
+        && current
             .labels
             .get(names::LABEL_MANAGED_BY)
             .map(String::as_str)
             == Some(names::MANAGED_BY)
         && annotations
             .iter()
-            .all(|(k, v)| rendered.annotations.get(k) == Some(v))
+            .all(|(k, v)| current.annotations.get(k) == Some(v))
 }
 
 async fn write_config_secret(
     ctx: &Context,
-    rendered: Option<&Rendered>,
+    existing: Option<&ConfigSecret>,
     namespace: &str,
     yaml: &str,
     hash: &str,
     annotations: &BTreeMap<String, String>,
 ) -> Result<(), Error> {
     let name = &ctx.settings.config_secret;
-    if let Some(current) = rendered {
+    if let Some(current) = existing {
         if config_secret_current(current, yaml, hash, annotations) {
             debug!(namespace, secret = %name, config_hash = %hash, "rendered config unchanged; not writing");
             return Ok(());
@@ -255,7 +257,7 @@ async fn write_config_secret(
         ByteString(yaml.as_bytes().to_vec()),
     )]
     .into();
-    if rendered.is_none() {
+    if existing.is_none() {
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -356,20 +358,19 @@ async fn publish_event(
 /// into one series and keeps the *first* note; a digest of the note in the action keeps a
 /// repeated identical Event folded but gives a changed note (a new hash, a new reason text)
 /// an Event of its own.
-pub fn event_action(note: &str) -> String {
+pub(crate) fn event_action(note: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(note.as_bytes());
     format!("Reconcile-{}", hex::encode(&digest[..4]))
 }
 
 fn record_job(ctx: &Context, observation: &Observation) {
-    let outcome = match &observation.observed.job {
+    let outcome = match &observation.snapshot.job {
         Some(JobState::Succeeded) => JobOutcome::Succeeded,
         Some(JobState::Failed { .. }) => JobOutcome::Failed,
         _ => return,
     };
-    let ran_for = observation.job.as_ref().and_then(job_run_time);
-    ctx.metrics.job_finished(outcome, ran_for);
+    ctx.metrics.job_finished(outcome, observation.job_run_time);
 }
 
 #[cfg(test)]

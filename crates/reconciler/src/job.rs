@@ -20,20 +20,22 @@ use sha2::{Digest, Sha256};
 
 use eargate_policy::names;
 
-use crate::plan::{Rendered, Settings, ANNOTATION_RETRY_SEEN, LABEL_JOB_CONFIG_HASH};
+use crate::model::{
+    content_hash, ConfigSecret, Settings, ANNOTATION_RETRY_SEEN, LABEL_JOB_CONFIG_HASH,
+};
 
 /// Where the admin kubeconfig Secret is mounted in the Job's pod.
-pub const KUBECONFIG_MOUNT_DIR: &str = "/etc/kubernetes/kubeconfig";
+pub(crate) const KUBECONFIG_MOUNT_DIR: &str = "/etc/kubernetes/kubeconfig";
 /// File name of the kubeconfig inside [`KUBECONFIG_MOUNT_DIR`].
-pub const KUBECONFIG_FILE: &str = "kubeconfig";
+pub(crate) const KUBECONFIG_FILE: &str = "kubeconfig";
 /// Label on the Job naming the Cluster it works for.
-pub const LABEL_JOB_CLUSTER: &str = "eargate.k8c.io/cluster";
+pub(crate) const LABEL_JOB_CLUSTER: &str = "eargate.k8c.io/cluster";
 /// Prefix of every re-encryption Job name.
-pub const JOB_NAME_PREFIX: &str = "eargate-reencrypt-";
+pub(crate) const JOB_NAME_PREFIX: &str = "eargate-reencrypt-";
 
 /// The Job name for a config hash and attempt token (the retry value acted upon; empty for
 /// the first attempt). Stable across restarts; at most 63 characters.
-pub fn job_name(config_hash: &str, attempt: &str) -> String {
+pub(crate) fn job_name(config_hash: &str, attempt: &str) -> String {
     let short: String = config_hash
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -48,17 +50,33 @@ pub fn job_name(config_hash: &str, attempt: &str) -> String {
     }
 }
 
-/// The Job name for the config currently in the rendered Secret (its content hash and
-/// [`ANNOTATION_RETRY_SEEN`]); `None` without rendered content. The observer looks this Job up.
-pub fn job_name_for(rendered: &Rendered) -> Option<String> {
-    let data = rendered.data.as_ref()?;
-    let hash = crate::render::content_hash(data);
-    let attempt = rendered
+/// The Job name for the config currently in the Secret (its content hash and
+/// [`ANNOTATION_RETRY_SEEN`]); `None` without rendered content. The observer looks this Job
+/// up; the planner creates it under the same name.
+pub fn job_name_for(secret: &ConfigSecret) -> Option<String> {
+    let data = secret.data.as_ref()?;
+    let hash = content_hash(data);
+    let attempt = secret
         .annotations
         .get(ANNOTATION_RETRY_SEEN)
         .map(String::as_str)
         .unwrap_or_default();
     Some(job_name(&hash, attempt))
+}
+
+/// The container's arguments: `eargate reencrypt` over `resources` through the mounted admin
+/// kubeconfig, with a JSON summary. The image's entrypoint is `eargate`, so the subcommand
+/// comes first (the root package's contract test parses this with the real command line).
+pub fn reencrypt_args(resources: &[String]) -> Vec<String> {
+    vec![
+        "reencrypt".to_owned(),
+        "--kubeconfig".to_owned(),
+        format!("{KUBECONFIG_MOUNT_DIR}/{KUBECONFIG_FILE}"),
+        "--resources".to_owned(),
+        resources.join(","),
+        "--output".to_owned(),
+        "json".to_owned(),
+    ]
 }
 
 /// Builds the Job for `cluster` in `namespace`, re-encrypting `resources` for config `hash`.
@@ -78,20 +96,11 @@ pub fn build_job(
         (LABEL_JOB_CLUSTER.to_owned(), cluster.to_owned()),
         (LABEL_JOB_CONFIG_HASH.to_owned(), hash.to_owned()),
     ]);
-    let kubeconfig = format!("{KUBECONFIG_MOUNT_DIR}/{KUBECONFIG_FILE}");
     let container = Container {
         name: "reencrypt".to_owned(),
         image: Some(settings.job_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        args: Some(vec![
-            "reencrypt".to_owned(),
-            "--kubeconfig".to_owned(),
-            kubeconfig,
-            "--resources".to_owned(),
-            resources.join(","),
-            "--output".to_owned(),
-            "json".to_owned(),
-        ]),
+        args: Some(reencrypt_args(resources)),
         volume_mounts: Some(vec![VolumeMount {
             name: "kubeconfig".to_owned(),
             mount_path: KUBECONFIG_MOUNT_DIR.to_owned(),
@@ -187,7 +196,7 @@ mod tests {
 
     #[test]
     fn names_are_stable_short_and_attempt_specific() {
-        let h = crate::render::content_hash(b"x");
+        let h = content_hash(b"x");
         assert_eq!(job_name(&h, ""), job_name(&h, ""));
         assert_ne!(job_name(&h, ""), job_name(&h, "1"));
         assert_ne!(job_name(&h, "1"), job_name(&h, "2"));

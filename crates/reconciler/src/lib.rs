@@ -1,12 +1,46 @@
+//! eargate-reconciler: renders kube-apiserver's `EncryptionConfiguration` for every
+//! Kubermatic `Cluster`, rolls the API server to it, runs the re-encryption Job and moves
+//! `status.encryption.phase` to `Active`.
+//!
+//! The modules form layers: each uses only modules on lower lines (`tests/module_dag.rs`
+//! holds this, so the graph has no cycle).
+//!
+//! ```text
+//! controller   the kube-runtime Controller: reconcile = observe, plan, execute
+//! execute      carries the planned actions out, in order
+//! observe      reads a fresh snapshot of one Cluster and its control plane
+//! plan         the pure phase machine: snapshot -> actions     preview: `eargate render`
+//! render, job  the EncryptionConfiguration; the Job             context, leader
+//! model        the planner's input and output, settings, names  metrics
+//! ```
 #![forbid(unsafe_code)]
-pub mod context;
-pub mod controller;
-pub mod execute;
-pub mod job;
-pub mod leader;
-pub mod metrics;
-pub mod observe;
-pub mod phase;
-pub mod plan;
-pub mod preview;
-pub mod render;
+
+mod context;
+mod controller;
+mod execute;
+mod job;
+mod leader;
+mod metrics;
+mod model;
+mod observe;
+mod plan;
+mod preview;
+mod render;
+
+pub use context::{Config, Context, Error, RESYNC};
+pub use controller::{error_policy, reconcile, run};
+pub use job::{build_job, job_name_for, reencrypt_args};
+pub use leader::{
+    run_with_leader_election, LeaderConfig, LeaderError, LEASE_DURATION_SECONDS,
+    LEASE_GRACE_SECONDS,
+};
+pub use metrics::{JobOutcome, Metrics, PhaseLabel};
+pub use model::{
+    content_hash, control_plane_namespace, Action, ClusterSnapshot, ConfigSecret,
+    EncryptionStatusChange, EventType, JobState, KeySecret, Rollout, Settings,
+    ANNOTATION_RETRY_SEEN, ANNOTATION_ROLLOUT_STARTED, ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS,
+    CONDITION_ENCRYPTION_RECONCILED,
+};
+pub use plan::plan;
+pub use preview::{parse_cluster, parse_previous, parse_secrets, preview, Preview, PreviewError};
+pub use render::{check_config, DesiredConfig, RenderError, Writer};

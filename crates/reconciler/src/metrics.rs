@@ -1,19 +1,14 @@
-//! Prometheus metrics of the reconciler, and the small HTTP server that serves them with
-//! `/healthz` and `/readyz`.
+//! Prometheus metrics of the reconciler, and its readiness: what `eargate-runtime`'s admin
+//! port serves as `/metrics` and `/readyz`.
 //!
 //! Labels carry cluster names, phases, outcomes and key *names* only — never key material.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use eargate_policy::model::EncryptionPhase;
+use eargate_runtime::Probe;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -272,51 +267,19 @@ impl Metrics {
 
 type JobDurationFamily = Family<OutcomeLabels, Histogram, fn() -> Histogram>;
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(listener, metrics, shutdown).await
-}
+/// The admin port's view: ready once the controller runs (as leader or as a healthy
+/// standby) and until it stops.
+impl Probe for Metrics {
+    fn metrics(&self) -> String {
+        self.encode()
+    }
 
-/// Like [`serve`] on an already bound listener (tests bind port 0).
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// The HTTP routes.
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(metrics)
-}
-
-async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
-}
-
-async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err("not ready: the controller is not running")
+        }
     }
 }
 

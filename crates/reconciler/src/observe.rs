@@ -1,4 +1,4 @@
-//! Builds the planner's [`Observed`] from the API, fresh (GETs, not the reflector cache).
+//! Builds the planner's [`ClusterSnapshot`] from the API, fresh (GETs, not the reflector cache).
 //!
 //! Reads, in this order: the Cluster; the rendered-config Secret; every Secret named by a
 //! `secretRef`; the API server Deployment and its Pods; the re-encryption Job of the current
@@ -16,20 +16,23 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::context::Error;
-use crate::plan::{
-    JobState, KeySecret, Observed, Rendered, Rollout, Settings, ANNOTATION_ROLLOUT_STARTED,
+use crate::job::job_name_for;
+use crate::model::{
+    control_plane_namespace, ClusterSnapshot, ConfigSecret, JobState, KeySecret, Rollout, Settings,
+    ANNOTATION_ROLLOUT_STARTED,
 };
 
-/// What one observation found: the planner's input plus the raw Job (for its timing metric).
+/// What one observation found: the planner's whole input, plus what only the I/O layer
+/// needs (the Job's run time, for its metric).
 #[derive(Clone, Debug)]
-pub struct Observation {
-    pub observed: Observed,
-    /// The re-encryption Job of the current config, as read.
-    pub job: Option<Job>,
+pub(crate) struct Observation {
+    pub(crate) snapshot: ClusterSnapshot,
+    /// How long the re-encryption Job of the current config ran, once it has finished.
+    pub(crate) job_run_time: Option<std::time::Duration>,
 }
 
 /// Reads everything the planner needs about the Cluster `name`. `None` when it is gone.
-pub async fn observe(
+pub(crate) async fn observe(
     client: &Client,
     settings: &Settings,
     name: &str,
@@ -42,10 +45,10 @@ pub async fn observe(
     else {
         return Ok(None);
     };
-    let namespace = Observed::namespace_of(&cluster);
+    let namespace = control_plane_namespace(&cluster);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
 
-    let rendered = secrets
+    let config_secret = secrets
         .get_opt(&settings.config_secret)
         .await
         .map_err(|e| {
@@ -54,7 +57,7 @@ pub async fn observe(
                 e,
             )
         })?
-        .map(|s| rendered_from(s, &settings.config_secret_key));
+        .map(|s| config_secret_from(s, &settings.config_secret_key));
 
     let mut key_secrets = BTreeMap::new();
     for secret_name in referenced_secrets(&cluster) {
@@ -84,7 +87,7 @@ pub async fn observe(
         }
     };
 
-    let job = match rendered.as_ref().and_then(crate::job::job_name_for) {
+    let job = match config_secret.as_ref().and_then(job_name_for) {
         None => None,
         Some(job_name) => {
             let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
@@ -94,20 +97,23 @@ pub async fn observe(
         }
     };
 
-    let observed = Observed {
+    let snapshot = ClusterSnapshot {
         cluster,
         namespace,
-        rendered,
+        config_secret,
         key_secrets,
         rollout,
         job: job.as_ref().map(job_state),
         now: Timestamp::now(),
     };
-    Ok(Some(Observation { observed, job }))
+    Ok(Some(Observation {
+        snapshot,
+        job_run_time: job.as_ref().and_then(job_run_time),
+    }))
 }
 
 /// Names of the Secrets the spec's `secretRef` keys point to, each once, in spec order.
-pub fn referenced_secrets(cluster: &Cluster) -> Vec<String> {
+pub(crate) fn referenced_secrets(cluster: &Cluster) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let keys = cluster
         .spec
@@ -127,12 +133,12 @@ pub fn referenced_secrets(cluster: &Cluster) -> Vec<String> {
 }
 
 /// The rendered-config Secret reduced to what the planner reads.
-pub fn rendered_from(secret: Secret, data_key: &str) -> Rendered {
+pub(crate) fn config_secret_from(secret: Secret, data_key: &str) -> ConfigSecret {
     let data = secret
         .data
         .and_then(|mut d| d.remove(data_key))
         .map(|bytes| bytes.0);
-    Rendered {
+    ConfigSecret {
         data,
         labels: secret.metadata.labels.unwrap_or_default(),
         annotations: secret.metadata.annotations.unwrap_or_default(),
@@ -141,7 +147,7 @@ pub fn rendered_from(secret: Secret, data_key: &str) -> Rendered {
 
 /// A referenced key Secret: its data as raw bytes, or `Missing`. `stringData` is write-only
 /// in the API, so only `data` is read.
-pub fn key_secret_from(secret: Option<Secret>) -> KeySecret {
+pub(crate) fn key_secret_from(secret: Option<Secret>) -> KeySecret {
     match secret {
         None => KeySecret::Missing,
         Some(s) => KeySecret::Data(
@@ -188,7 +194,7 @@ async fn list_pods(
 /// `total` is `status.replicas`, raised to `updated + old pods` when Pods whose
 /// [`names::ANNOTATION_CONFIG_HASH`] differs from the template's are still there — including
 /// terminating ones, which `status.replicas` no longer counts but which still serve.
-pub fn rollout_from(deployment: &Deployment, pods: &[Pod]) -> Rollout {
+pub(crate) fn rollout_from(deployment: &Deployment, pods: &[Pod]) -> Rollout {
     let template_hash = deployment
         .spec
         .as_ref()
@@ -240,7 +246,7 @@ pub fn rollout_from(deployment: &Deployment, pods: &[Pod]) -> Rollout {
 }
 
 /// A Job's state from its final conditions (`Complete` / `Failed`).
-pub fn job_state(job: &Job) -> JobState {
+pub(crate) fn job_state(job: &Job) -> JobState {
     let conditions = job
         .status
         .as_ref()
@@ -261,7 +267,7 @@ pub fn job_state(job: &Job) -> JobState {
 }
 
 /// How long a finished Job ran (start to completion, or to its `Failed` condition).
-pub fn job_run_time(job: &Job) -> Option<std::time::Duration> {
+pub(crate) fn job_run_time(job: &Job) -> Option<std::time::Duration> {
     let status = job.status.as_ref()?;
     let start = status.start_time.as_ref()?.0;
     let end = status.completion_time.as_ref().map(|t| t.0).or_else(|| {

@@ -1,23 +1,36 @@
-//! The planner: every decision of the reconciler, as a pure function of what was observed.
+//! The planner: every decision of the reconciler, as a pure function of a [`ClusterSnapshot`].
 //!
-//! `plan(observed, settings) -> Vec<Action>` looks at one Cluster, its rendered
-//! `EncryptionConfiguration` Secret, the referenced key Secrets, the API server Deployment and
-//! the re-encryption Job, and returns what to do next. The I/O layer (`observe`, `execute`,
-//! `controller`) only gathers [`Observed`] and carries the [`Action`]s out, **in order,
-//! stopping at the first error** (the next reconcile plans again from scratch). Order matters:
-//! the status is moved to `Pending` before a new config is written, so an observed `Active`
-//! always describes the config currently in the Secret.
+//! [`plan`] looks at one Cluster, its rendered `EncryptionConfiguration` Secret, the referenced
+//! key Secrets, the API server Deployment and the re-encryption Job, and returns what to do
+//! next. The I/O layer (`observe`, `execute`, `controller`) only gathers the snapshot and
+//! carries the [`Action`]s out, **in order, stopping at the first error** (the next reconcile
+//! plans again from scratch). Order matters: the status is moved to `Pending` before a new
+//! config is written, so an observed `Active` always describes the config in the Secret.
+//!
+//! ```text
+//! nothing ─► Pending ─(rollout complete, config stable)─► EncryptionNeeded ─(Job ok)─► Active
+//!               │                                  └──(nothing to rewrite)──────────► Active
+//!               └─(rollout timeout)─► Failed ◄─(Job failed)─┘
+//! Failed ─(spec change | new retry annotation value)─► Pending
+//! disabled/removed + fully decrypted ─► status.encryption cleared, EncryptionInitialized=False
+//! ```
+//!
+//! How it reads: the snapshot's facts are derived once ([`Facts`]; then [`Target`], once the
+//! next config is rendered), and exactly one transition runs — [`retry_failed`],
+//! [`write_config`], [`refresh_memory`], [`stay_active`], [`start_rollout`] /
+//! [`await_rollout`], [`reencrypt`] or [`finish`]. Each returns the actions of one step; the
+//! status or object it writes triggers the next reconcile. Every transition emits an Event.
 //!
 //! Contract with the I/O layer:
-//! - `observed.cluster` and `observed.rendered` must be read fresh (a GET, not a possibly stale
-//!   reflector cache): key retention trusts `status.encryption` to be at least as new as the
-//!   last status this planner wrote.
-//! - The rendered Secret carries the planner's durable memory as labels/annotations (content
+//! - `cluster` and `config_secret` must be read fresh (a GET, not a possibly stale reflector
+//!   cache): key retention trusts `status.encryption` to be at least as new as the last status
+//!   this planner wrote.
+//! - The config Secret carries the planner's durable memory as labels/annotations (content
 //!   hash, the spec it was rendered from, the retry value it has acted upon), so a restarted
 //!   controller resumes exactly where the previous one stopped. No key material is in them.
-//! - The Job for the current config is looked up by [`crate::job::job_name_for`] of the
-//!   rendered Secret; its name is derived from the config hash and the attempt, so it is
-//!   created at most once per (config hash, attempt) and survives restarts.
+//! - The Job for the current config is looked up by [`crate::job::job_name_for`] of the config
+//!   Secret; its name is derived from the config hash and the attempt, so it is created at most
+//!   once per (config hash, attempt) and survives restarts.
 //!
 //! Safety argument (checked by `tests/model.rs`): a key becomes the *writer* (first provider)
 //! of a rendered config only when every config that may still be serving can read it — i.e.
@@ -26,267 +39,872 @@
 //! Keys that stored data may be encrypted with are never dropped from the rendered config
 //! until a finished Job (phase `Active`) proves no object uses them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use eargate_policy::model::{Cluster, ClusterCondition, ClusterEncryptionStatus};
+use eargate_policy::apiserver_config::EncryptionConfig;
+use eargate_policy::model::{
+    ClusterCondition, ClusterEncryptionStatus, EncryptionConfiguration, EncryptionPhase,
+};
 use eargate_policy::names;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::jiff::Timestamp;
 
-/// Annotation on the rendered Secret: hash of the Cluster's encryption spec it was rendered
-/// from (key names and references only). A different spec while `Failed` means "try again".
-pub const ANNOTATION_SPEC_HASH: &str = "eargate.k8c.io/spec-hash";
-/// Annotation on the rendered Secret: the value of [`names::ANNOTATION_RETRY`] the planner
-/// last acted upon. It is also the attempt token of the re-encryption Job's name.
-pub const ANNOTATION_RETRY_SEEN: &str = "eargate.k8c.io/retry-seen";
-/// Annotation on the rendered Secret: the writers (`activeKey` spellings, comma-separated) of
-/// every config rendered since the status last vouched for the data (phase `Active`). Data may
-/// be sealed by any of them, so a re-encryption Job is skipped only when this is just the
-/// target writer.
-pub const ANNOTATION_WRITERS: &str = "eargate.k8c.io/writers-since-active";
-/// Annotation on the API server Deployment: when the planner started the current rollout
-/// (RFC 3339). Durable, so a rollout timeout survives controller restarts.
-pub const ANNOTATION_ROLLOUT_STARTED: &str = "eargate.k8c.io/rollout-started";
-/// eargate's own condition on the Cluster: `True` when the last reconcile made progress,
-/// `False` with a reason (`KeySecretMissing`, `KeyInvalid`, `KeyDrift`, `JobFailed`,
-/// `RolloutTimeout`, ...) otherwise. `EncryptionInitialized` keeps Kubermatic's meaning.
-pub const CONDITION_ENCRYPTION_RECONCILED: &str = "EncryptionReconciled";
-/// Label on the re-encryption Job: the config hash it re-encrypts for.
-pub const LABEL_JOB_CONFIG_HASH: &str = names::LABEL_CONFIG_HASH;
-
-/// Configuration of the reconciler (defaults from [`eargate_policy::names`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    /// Image of the re-encryption Job (runs `eargate reencrypt`).
-    pub job_image: String,
-    /// How long an API server rollout may take before the phase turns `Failed`.
-    pub rollout_timeout: Duration,
-    /// kube-apiserver Deployment in the control-plane namespace.
-    pub apiserver_deployment: String,
-    /// Secret holding the rendered EncryptionConfiguration.
-    pub config_secret: String,
-    /// Data key of the rendered file inside [`Settings::config_secret`].
-    pub config_secret_key: String,
-    /// Secret with a kubeconfig for the user cluster's API (mounted into the Job).
-    pub admin_kubeconfig_secret: String,
-    /// Data key of the kubeconfig inside [`Settings::admin_kubeconfig_secret`].
-    pub admin_kubeconfig_key: String,
-    /// Job `backoffLimit`: retries of the re-encryption Pod before the Job fails.
-    pub job_backoff_limit: i32,
-    /// Job `ttlSecondsAfterFinished`: finished Jobs are garbage-collected after this.
-    pub job_ttl_seconds_after_finished: i32,
-    /// Job `activeDeadlineSeconds`: a hung re-encryption fails instead of running forever.
-    pub job_active_deadline_seconds: i64,
-    /// How often to look again while waiting for a rollout or a Job.
-    pub poll_interval: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            job_image: "ghcr.io/eargate/eargate:latest".to_owned(),
-            rollout_timeout: Duration::from_secs(15 * 60),
-            apiserver_deployment: names::DEFAULT_APISERVER_DEPLOYMENT.to_owned(),
-            config_secret: names::DEFAULT_CONFIG_SECRET.to_owned(),
-            config_secret_key: names::DEFAULT_CONFIG_SECRET_KEY.to_owned(),
-            admin_kubeconfig_secret: names::DEFAULT_ADMIN_KUBECONFIG_SECRET.to_owned(),
-            admin_kubeconfig_key: names::DEFAULT_ADMIN_KUBECONFIG_KEY.to_owned(),
-            job_backoff_limit: 3,
-            job_ttl_seconds_after_finished: 24 * 3600,
-            job_active_deadline_seconds: 6 * 3600,
-            poll_interval: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The rendered-config Secret as found in the control-plane namespace.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Rendered {
-    /// Raw bytes of `data[settings.config_secret_key]` (`None` when the key is absent).
-    pub data: Option<Vec<u8>>,
-    /// Labels of the Secret (carries [`names::LABEL_CONFIG_HASH`]).
-    pub labels: BTreeMap<String, String>,
-    /// Annotations of the Secret ([`ANNOTATION_SPEC_HASH`], [`ANNOTATION_RETRY_SEEN`]).
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for Rendered {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rendered")
-            .field(
-                "data",
-                &self
-                    .data
-                    .as_ref()
-                    .map(|d| format!("<{} bytes redacted>", d.len())),
-            )
-            .field("labels", &self.labels)
-            .field("annotations", &self.annotations)
-            .finish()
-    }
-}
-
-/// A Secret referenced by a `secretRef` key.
-#[derive(Clone, PartialEq, Eq)]
-pub enum KeySecret {
-    /// The Secret does not exist (404).
-    Missing,
-    /// The Secret's `data`, decoded from the API's base64 into raw bytes.
-    Data(BTreeMap<String, Vec<u8>>),
-}
-
-impl std::fmt::Debug for KeySecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Missing => f.write_str("Missing"),
-            Self::Data(d) => f
-                .debug_tuple("Data")
-                .field(&d.keys().collect::<Vec<_>>())
-                .finish(),
-        }
-    }
-}
-
-/// The API server Deployment's rollout, reduced to what gating needs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rollout {
-    /// Pod-template annotation [`names::ANNOTATION_CONFIG_HASH`] (the config it rolls to).
-    pub template_hash: Option<String>,
-    /// Deployment annotation [`ANNOTATION_ROLLOUT_STARTED`], parsed.
-    pub started: Option<Timestamp>,
-    /// `metadata.generation`.
-    pub generation: i64,
-    /// `status.observedGeneration`.
-    pub observed_generation: i64,
-    /// `spec.replicas` (desired).
-    pub desired: i32,
-    /// `status.updatedReplicas`.
-    pub updated: i32,
-    /// `status.availableReplicas`.
-    pub available: i32,
-    /// `status.readyReplicas`.
-    pub ready: i32,
-    /// `status.replicas` (all pods, old and new; more than `updated` means old pods remain).
-    pub total: i32,
-}
-
-impl Rollout {
-    /// Every serving pod runs the template with `hash`: observed generation caught up,
-    /// updated = available = ready = desired, and no old pods left.
-    pub fn complete_for(&self, hash: &str) -> bool {
-        self.template_hash.as_deref() == Some(hash)
-            && self.observed_generation >= self.generation
-            && self.updated == self.desired
-            && self.available == self.desired
-            && self.ready == self.desired
-            && self.total == self.desired
-    }
-}
-
-/// The re-encryption Job of the current config and attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobState {
-    /// Created, not finished.
-    Running,
-    /// Condition `Complete` is true.
-    Succeeded,
-    /// Condition `Failed` is true; the reason comes from the Job condition (no key material).
-    Failed { reason: String },
-}
-
-/// Everything the planner needs about one Cluster, observed fresh.
-#[derive(Clone, Debug)]
-pub struct Observed {
-    /// The Cluster (name, generation, annotations incl. [`names::ANNOTATION_RETRY`], spec, status).
-    pub cluster: Cluster,
-    /// Control-plane namespace: `status.namespaceName`, else `cluster-<name>`.
-    pub namespace: String,
-    /// The rendered-config Secret, `None` when it does not exist.
-    pub rendered: Option<Rendered>,
-    /// Every Secret named by a `secretRef` in the spec, by Secret name.
-    pub key_secrets: BTreeMap<String, KeySecret>,
-    /// The API server Deployment, `None` when it does not exist.
-    pub rollout: Option<Rollout>,
-    /// The Job named [`crate::job::job_name_for`] the rendered Secret, `None` when absent.
-    pub job: Option<JobState>,
-    /// The time of the observation.
-    pub now: Timestamp,
-}
-
-impl Observed {
-    /// The control-plane namespace of a Cluster (`status.namespaceName` or `cluster-<name>`).
-    pub fn namespace_of(cluster: &Cluster) -> String {
-        cluster
-            .status
-            .as_ref()
-            .and_then(|s| s.namespace_name.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| {
-                names::default_control_plane_namespace(
-                    cluster.metadata.name.as_deref().unwrap_or_default(),
-                )
-            })
-    }
-}
-
-/// Kubernetes Event type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
-
-/// What to do with `status.encryption`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EncryptionStatusChange {
-    /// Leave it as it is.
-    Keep,
-    /// Set it to this value.
-    Set(ClusterEncryptionStatus),
-    /// Remove it (after a full decryption with the configuration disabled or removed).
-    Clear,
-}
-
-/// One step for the I/O layer. Executed in order; stop at the first error.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Action {
-    /// Merge-patch the Cluster's status subresource: `status.encryption` as given and each
-    /// listed condition (by type) replaced. Only the named fields are written.
-    PatchStatus {
-        encryption: EncryptionStatusChange,
-        conditions: BTreeMap<String, ClusterCondition>,
-    },
-    /// Create or update the rendered-config Secret `settings.config_secret`: data key
-    /// `settings.config_secret_key` = `yaml`, label [`names::LABEL_CONFIG_HASH`] = `hash`,
-    /// label [`names::LABEL_MANAGED_BY`] = [`names::MANAGED_BY`], and these annotations.
-    WriteConfigSecret {
-        yaml: String,
-        hash: String,
-        annotations: BTreeMap<String, String>,
-    },
-    /// Patch the API server Deployment: pod-template annotation [`names::ANNOTATION_CONFIG_HASH`]
-    /// = `hash` and Deployment annotation [`ANNOTATION_ROLLOUT_STARTED`] = `started`.
-    RollApiServer { hash: String, started: Timestamp },
-    /// Create this Job (HTTP 409 = it already exists = fine).
-    CreateJob { job: Box<Job> },
-    /// Emit a Kubernetes Event on the Cluster.
-    Event {
-        type_: EventType,
-        reason: String,
-        note: String,
-    },
-    /// A referenced key Secret's content differs from the material already rendered under
-    /// that key name; the rendered material is kept. For the drift metric (by key name).
-    ReportDrift { key_name: String },
-    /// Nothing more to do now; look again after this long (waiting for a rollout or Job).
-    RequeueAfter(Duration),
-    /// Blocked by a problem outside the planner's reach (missing key Secret, missing
-    /// Deployment, unreadable config): retry with the controller's exponential backoff.
-    Backoff { reason: String },
-}
+use crate::job;
+use crate::model::{
+    content_hash, Action, ClusterSnapshot, ConfigSecret, EncryptionStatusChange, EventType,
+    JobState, Rollout, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS,
+    CONDITION_ENCRYPTION_RECONCILED,
+};
+use crate::render::{self, DesiredConfig, PreviousConfig, RenderError, RenderInput, Writer};
 
 /// Decides the next steps for one Cluster. Pure: same input, same output.
-pub fn plan(observed: &Observed, settings: &Settings) -> Vec<Action> {
-    crate::phase::plan(observed, settings)
+pub fn plan(snapshot: &ClusterSnapshot, settings: &Settings) -> Vec<Action> {
+    let mut out = PlanBuilder::new(snapshot);
+    let facts = match Facts::read(snapshot, settings) {
+        Read::Untouched => return Vec::new(),
+        Read::Blocked { reason, message } => return out.blocked(reason, &message),
+        Read::Facts(facts) => facts,
+    };
+    if facts.phase == Some(EncryptionPhase::Failed) {
+        return retry_failed(out, &facts);
+    }
+    let target = match Target::render(&facts) {
+        Ok(Some(target)) => target,
+        Ok(None) => return remove_encryption(out, &facts),
+        Err(e) => return out.blocked(e.reason(), &e.to_string()),
+    };
+    report_drift(&mut out, &target);
+    // The Secret must hold the target config, with the planner's memory up to date.
+    if facts.previous_hash.as_deref() != Some(target.config.hash.as_str()) {
+        return write_config(out, &facts, &target);
+    }
+    if target.memory_stale(&facts) {
+        return refresh_memory(out, &facts, &target);
+    }
+    if facts.phase == Some(EncryptionPhase::Active) && target.reached {
+        return stay_active(out, &target);
+    }
+    // Every API server must run it before stored data is touched.
+    match RolloutProgress::of(&facts, &target) {
+        RolloutProgress::NotStarted => return start_rollout(out, &facts, &target),
+        RolloutProgress::Running { elapsed } => {
+            return await_rollout(out, &facts, &target, elapsed)
+        }
+        RolloutProgress::Complete => {}
+    }
+    // Then the data: nothing to rewrite, or a Job rewrites it.
+    if target.reached {
+        return finish(out, &facts, &target);
+    }
+    reencrypt(out, &facts, &target)
+}
+
+/// What the snapshot says, read once, before anything is rendered.
+struct Facts<'a> {
+    snapshot: &'a ClusterSnapshot,
+    settings: &'a Settings,
+    spec: Option<&'a EncryptionConfiguration>,
+    /// `spec.encryptionConfiguration.enabled`.
+    enabled: bool,
+    /// `status.encryption`.
+    status: Option<&'a ClusterEncryptionStatus>,
+    phase: Option<EncryptionPhase>,
+    /// `EncryptionInitialized` is `"True"`.
+    initialized: bool,
+    /// The config Secret, when it holds a rendered file.
+    secret: Option<&'a ConfigSecret>,
+    /// That file, parsed.
+    previous: Option<PreviousConfig>,
+    /// That file's content hash.
+    previous_hash: Option<String>,
+    /// The spec hash the Secret was rendered from ([`ANNOTATION_SPEC_HASH`], or empty).
+    previous_spec_hash: String,
+    /// The spec's hash now.
+    spec_hash: String,
+    /// The retry annotation's value on the Cluster (or empty).
+    retry: String,
+    /// The retry value last acted upon ([`ANNOTATION_RETRY_SEEN`], or empty).
+    retry_seen: String,
+    /// The retry value this state acts upon: a new value is taken up only while `Pending`
+    /// (or before any status), so a running attempt keeps its Job name.
+    attempt: String,
+    rollout: &'a Rollout,
+}
+
+/// The outcome of reading a snapshot.
+enum Read<'a> {
+    /// Nothing configured and nothing encrypted: nothing to do.
+    Untouched,
+    /// Something outside the planner's reach is wrong.
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+    Facts(Box<Facts<'a>>),
+}
+
+impl<'a> Facts<'a> {
+    fn read(snapshot: &'a ClusterSnapshot, settings: &'a Settings) -> Read<'a> {
+        let cluster = &snapshot.cluster;
+        let spec = cluster.spec.encryption_configuration.as_ref();
+        let enabled = spec.is_some_and(|c| c.enabled);
+        let status = cluster
+            .status
+            .as_ref()
+            .and_then(|st| st.encryption.as_ref());
+        let initialized = cluster
+            .status
+            .as_ref()
+            .and_then(|st| st.conditions.get(names::CONDITION_ENCRYPTION_INITIALIZED))
+            .is_some_and(|c| c.status == "True");
+        if status.is_none() && !enabled && !initialized {
+            return Read::Untouched;
+        }
+
+        let secret = snapshot.config_secret.as_ref().filter(|s| s.data.is_some());
+        let data = secret.and_then(|s| s.data.as_deref());
+        let previous = match data.map(PreviousConfig::parse).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                return Read::Blocked {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        let Some(rollout) = snapshot.rollout.as_ref() else {
+            return Read::Blocked {
+                reason: "ApiServerMissing",
+                message: format!(
+                    "API server Deployment {:?} not found in namespace {:?}",
+                    settings.apiserver_deployment, snapshot.namespace
+                ),
+            };
+        };
+
+        let annotation = |k: &str| {
+            secret
+                .and_then(|s| s.annotations.get(k).cloned())
+                .unwrap_or_default()
+        };
+        let retry = cluster
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::ANNOTATION_RETRY).cloned())
+            .unwrap_or_default();
+        let retry_seen = annotation(ANNOTATION_RETRY_SEEN);
+        let phase = status.and_then(|st| st.phase);
+        let attempt = if phase == Some(EncryptionPhase::Pending) || status.is_none() {
+            retry.clone()
+        } else {
+            retry_seen.clone()
+        };
+        Read::Facts(Box::new(Facts {
+            snapshot,
+            settings,
+            spec,
+            enabled,
+            status,
+            phase,
+            initialized,
+            secret,
+            previous,
+            previous_hash: data.map(content_hash),
+            previous_spec_hash: annotation(ANNOTATION_SPEC_HASH),
+            spec_hash: render::spec_hash(spec),
+            retry,
+            retry_seen,
+            attempt,
+            rollout,
+        }))
+    }
+
+    /// The planner's memory for the config Secret's annotations.
+    fn memory(&self, retry_seen: &str, writers: &BTreeSet<String>) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (ANNOTATION_SPEC_HASH.to_owned(), self.spec_hash.clone()),
+            (ANNOTATION_RETRY_SEEN.to_owned(), retry_seen.to_owned()),
+            (
+                ANNOTATION_WRITERS.to_owned(),
+                writers.iter().cloned().collect::<Vec<_>>().join(","),
+            ),
+        ])
+    }
+}
+
+/// The next config and what follows from it, derived once.
+struct Target {
+    config: DesiredConfig,
+    /// Writers of every config rendered since the status last vouched for the data, as the
+    /// Secret records them ([`ANNOTATION_WRITERS`]).
+    writers_since_active: BTreeSet<String>,
+    /// The same once `config` is written.
+    writers_after_write: BTreeSet<String>,
+    /// The data state once a Job has rewritten everything with `config`.
+    data: DataState,
+    /// The data state the status describes now.
+    current: DataState,
+    /// The data is already in the state `config` asks for: nothing to rewrite.
+    reached: bool,
+    /// For Events and conditions: writer, resources and keys (names only).
+    summary: String,
+}
+
+/// `(activeKey, encryptedResources)`; plaintext means no encrypted resources.
+type DataState = (String, Vec<String>);
+
+impl Target {
+    /// Renders the next config from the facts; `Ok(None)` when none is needed any more.
+    fn render(facts: &Facts<'_>) -> Result<Option<Self>, RenderError> {
+        let previous_complete = match &facts.previous_hash {
+            Some(h) => facts.rollout.complete_for(h),
+            None => true,
+        };
+        let input = RenderInput {
+            spec: facts.spec,
+            key_secrets: &facts.snapshot.key_secrets,
+            previous: facts.previous.as_ref(),
+            previous_complete,
+            status: facts.status,
+            initialized: facts.initialized,
+        };
+        let Some(config) = render::render(&input)? else {
+            return Ok(None);
+        };
+
+        // Every writer of every config rendered since the status last vouched for the data
+        // ([`render::status_vouches`]) may have sealed some of it, so the status alone cannot
+        // tell that no rewrite is needed.
+        let vouched = render::status_vouches(&input);
+        let previous_writer = facts.previous.iter().map(|p| p.writer.active_key());
+        let writers_since_active: BTreeSet<String> = match facts
+            .secret
+            .and_then(|s| s.annotations.get(ANNOTATION_WRITERS))
+        {
+            Some(list) => list
+                .split(',')
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            // Unknown history (no annotation): assume anything; a Job will settle it.
+            None => previous_writer
+                .clone()
+                .chain(["unknown".to_owned()])
+                .collect(),
+        };
+        let mut writers_after_write: BTreeSet<String> = if vouched {
+            std::iter::once(data_state(facts.status).0)
+                .chain(previous_writer)
+                .collect()
+        } else {
+            writers_since_active
+                .iter()
+                .cloned()
+                .chain(previous_writer)
+                .collect()
+        };
+        writers_after_write.insert(config.writer.active_key());
+
+        let data = config.target();
+        let current = data_state(facts.status);
+        let only_target_wrote = writers_since_active.iter().all(|w| *w == data.0);
+        let reached =
+            data.0 == current.0 && same_set(&data.1, &current.1) && (vouched || only_target_wrote);
+        let summary = format!(
+            "writer {}, resources [{}], keys [{}]",
+            config.writer.active_key(),
+            config.resources().join(", "),
+            key_names(&config.config).join(", ")
+        );
+        Ok(Some(Self {
+            config,
+            writers_since_active,
+            writers_after_write,
+            data,
+            current,
+            reached,
+            summary,
+        }))
+    }
+
+    /// No key's referenced Secret differs from the material rendered under its name.
+    fn drift_free(&self) -> bool {
+        self.config.drift.is_empty()
+    }
+
+    /// The Secret holds this content but its memory annotations are out of date.
+    fn memory_stale(&self, facts: &Facts<'_>) -> bool {
+        let has_writers = facts
+            .secret
+            .is_some_and(|s| s.annotations.contains_key(ANNOTATION_WRITERS));
+        facts.previous_spec_hash != facts.spec_hash
+            || facts.retry_seen != facts.attempt
+            || !has_writers
+    }
+}
+
+/// Where the API server's rollout to the target config stands.
+enum RolloutProgress {
+    /// The Deployment does not roll to the target yet (or its start was not recorded).
+    NotStarted,
+    /// Some instance may still run an older config; started this long ago.
+    Running { elapsed: Duration },
+    /// Every instance runs the target (or the Job already started: a later scale-out or
+    /// restart loads the same Secret).
+    Complete,
+}
+
+impl RolloutProgress {
+    fn of(facts: &Facts<'_>, target: &Target) -> Self {
+        let rollout = facts.rollout;
+        let hash = target.config.hash.as_str();
+        let Some(started) = rollout.started else {
+            return Self::NotStarted;
+        };
+        if rollout.template_hash.as_deref() != Some(hash) {
+            return Self::NotStarted;
+        }
+        let reencrypting = facts.phase == Some(EncryptionPhase::EncryptionNeeded);
+        if rollout.complete_for(hash) || reencrypting {
+            return Self::Complete;
+        }
+        let elapsed =
+            Duration::try_from(facts.snapshot.now.duration_since(started)).unwrap_or_default();
+        Self::Running { elapsed }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transitions: each returns the actions of one step.
+// ---------------------------------------------------------------------------------------
+
+/// `Failed` holds until the spec changes or the retry annotation gets a new value; then the
+/// rollout starts again from `Pending` with the keys of the failed attempt still configured.
+fn retry_failed(mut out: PlanBuilder<'_>, facts: &Facts<'_>) -> Vec<Action> {
+    let spec_changed = facts.secret.is_some() && facts.spec_hash != facts.previous_spec_hash;
+    let retried = facts.retry != facts.retry_seen;
+    if !(spec_changed || retried) {
+        return Vec::new();
+    }
+    let why = if retried {
+        format!(
+            "retry annotation {} set to a new value",
+            names::ANNOTATION_RETRY
+        )
+    } else {
+        "the encryption spec changed".to_owned()
+    };
+    // Restart the rollout clock first: a crash after it still recovers next time.
+    if let Some(hash) = &facts.previous_hash {
+        out.actions.push(Action::RollApiServer {
+            hash: hash.clone(),
+            started: facts.snapshot.now,
+        });
+    }
+    out.condition(
+        CONDITION_ENCRYPTION_RECONCILED,
+        true,
+        "Retrying",
+        format!("starting again from Pending: {why}"),
+    );
+    out.status(EncryptionStatusChange::Set(with_phase(
+        facts.status,
+        EncryptionPhase::Pending,
+    )));
+    out.event(
+        EventType::Normal,
+        "Pending",
+        format!("Failed -> Pending: {why}; keys of the failed attempt stay configured"),
+    );
+    out.into_actions(Some(Action::RequeueAfter(facts.settings.poll_interval)))
+}
+
+/// No resource needs any provider any more: fully plaintext, the status is cleared.
+fn remove_encryption(mut out: PlanBuilder<'_>, facts: &Facts<'_>) -> Vec<Action> {
+    out.condition(
+        names::CONDITION_ENCRYPTION_INITIALIZED,
+        false,
+        "EncryptionRemoved",
+        "no encryption configured and no encrypted data left".to_owned(),
+    );
+    out.condition(
+        CONDITION_ENCRYPTION_RECONCILED,
+        true,
+        "Decrypted",
+        "nothing is encrypted".to_owned(),
+    );
+    let change = if facts.status.is_some() {
+        EncryptionStatusChange::Clear
+    } else {
+        EncryptionStatusChange::Keep
+    };
+    out.status(change);
+    out.event(
+        EventType::Normal,
+        "EncryptionRemoved",
+        "no encryption configured and nothing to decrypt: status.encryption cleared".to_owned(),
+    );
+    out.into_actions(None)
+}
+
+/// A referenced key Secret differs from the material already rendered under its name: the
+/// rendered material is kept, and the drift is reported (metric, Warning Event, condition).
+/// The plan goes on.
+fn report_drift(out: &mut PlanBuilder<'_>, target: &Target) {
+    let mut messages = Vec::new();
+    for key in &target.config.drift {
+        out.actions.push(Action::ReportDrift {
+            key_name: key.clone(),
+        });
+        let msg = format!(
+            "key {key:?}: the referenced Secret's content differs from the material already rendered under this name; the rendered material is kept (material under a name never changes: add a key with a new name to rotate)"
+        );
+        out.event(EventType::Warning, "KeyDrift", msg.clone());
+        messages.push(msg);
+    }
+    if !messages.is_empty() {
+        out.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            false,
+            "KeyDrift",
+            messages.join("; "),
+        );
+    }
+}
+
+/// New content: `Pending` first (so `Active` always describes the Secret), then write the
+/// config Secret and roll the API server to it.
+fn write_config(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
+    let next = &target.config;
+    if facts.phase != Some(EncryptionPhase::Pending) {
+        if !facts.initialized {
+            out.condition(
+                names::CONDITION_ENCRYPTION_INITIALIZED,
+                true,
+                "Pending",
+                "encryption at rest is being configured".to_owned(),
+            );
+        }
+        out.enter(
+            facts.status,
+            facts.phase,
+            EncryptionPhase::Pending,
+            target
+                .drift_free()
+                .then(|| format!("rolling out config {}", next.hash)),
+            format!("new encryption configuration {}", next.hash),
+        );
+    }
+    out.actions.push(Action::WriteConfigSecret {
+        yaml: next.yaml.clone(),
+        hash: next.hash.clone(),
+        annotations: facts.memory(&facts.retry, &target.writers_after_write),
+    });
+    out.actions.push(Action::RollApiServer {
+        hash: next.hash.clone(),
+        started: facts.snapshot.now,
+    });
+    out.event(
+        EventType::Normal,
+        "RolloutStarted",
+        format!(
+            "rolling API server {:?} to encryption config {} ({})",
+            facts.settings.apiserver_deployment, next.hash, target.summary
+        ),
+    );
+    out.into_actions(Some(Action::RequeueAfter(facts.settings.poll_interval)))
+}
+
+/// The content is current but the planner's memory on the Secret is not (metadata only).
+/// The Job name depends on this memory, so the rest is decided on a fresh snapshot.
+fn refresh_memory(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
+    out.actions.push(Action::WriteConfigSecret {
+        yaml: target.config.yaml.clone(),
+        hash: target.config.hash.clone(),
+        annotations: facts.memory(&facts.attempt, &target.writers_since_active),
+    });
+    out.into_actions(Some(Action::RequeueAfter(Duration::from_secs(1))))
+}
+
+/// `Active`, and the data is what the config asks for: nothing to change.
+fn stay_active(mut out: PlanBuilder<'_>, target: &Target) -> Vec<Action> {
+    if target.drift_free() {
+        out.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            true,
+            "Active",
+            format!(
+                "config {} is active ({})",
+                target.config.hash, target.summary
+            ),
+        );
+    }
+    out.into_actions(None)
+}
+
+/// The API server must run this config everywhere before anything is promoted: point its
+/// pod template at the config (again, if the start was not recorded).
+fn start_rollout(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
+    let hash = &target.config.hash;
+    out.actions.push(Action::RollApiServer {
+        hash: hash.clone(),
+        started: facts.snapshot.now,
+    });
+    out.event(
+        EventType::Normal,
+        "RolloutStarted",
+        format!(
+            "rolling API server {:?} to encryption config {hash}",
+            facts.settings.apiserver_deployment
+        ),
+    );
+    out.into_actions(Some(Action::RequeueAfter(facts.settings.poll_interval)))
+}
+
+/// Wait for the rollout; past the timeout, `Failed`.
+fn await_rollout(
+    out: PlanBuilder<'_>,
+    facts: &Facts<'_>,
+    target: &Target,
+    elapsed: Duration,
+) -> Vec<Action> {
+    let settings = facts.settings;
+    if elapsed <= settings.rollout_timeout {
+        return out.into_actions(Some(Action::RequeueAfter(settings.poll_interval)));
+    }
+    let r = facts.rollout;
+    let msg = format!(
+        "API server rollout to config {} did not finish within {}s ({} of {} replicas updated, {} available, {} ready, {} pods in total)",
+        target.config.hash,
+        settings.rollout_timeout.as_secs(),
+        r.updated,
+        r.desired,
+        r.available,
+        r.ready,
+        r.total
+    );
+    fail(out, facts, "RolloutTimeout", msg)
+}
+
+/// Stored data must be rewritten with the new writer: `EncryptionNeeded`, and one Job per
+/// (config, attempt); its outcome decides between [`finish`] and `Failed`.
+fn reencrypt(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
+    let next = &target.config;
+    let poll = Action::RequeueAfter(facts.settings.poll_interval);
+    if facts.phase != Some(EncryptionPhase::EncryptionNeeded) {
+        out.enter(
+            facts.status,
+            facts.phase,
+            EncryptionPhase::EncryptionNeeded,
+            target
+                .drift_free()
+                .then(|| format!("re-encrypting for config {}", next.hash)),
+            format!(
+                "stored data moves from {} to {}",
+                target.current.0, target.data.0
+            ),
+        );
+    }
+    let job_name = job::job_name(&next.hash, &facts.attempt);
+    match &facts.snapshot.job {
+        None => {
+            let job = job::build_job(
+                facts
+                    .snapshot
+                    .cluster
+                    .metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default(),
+                &facts.snapshot.namespace,
+                &next.hash,
+                &facts.attempt,
+                next.resources(),
+                facts.settings,
+            );
+            out.actions.push(Action::CreateJob { job: Box::new(job) });
+            out.event(
+                EventType::Normal,
+                "ReencryptionStarted",
+                format!(
+                    "Job {job_name} re-encrypts [{}] with {}",
+                    next.resources().join(", "),
+                    target.data.0
+                ),
+            );
+            out.into_actions(Some(poll))
+        }
+        Some(JobState::Running) => out.into_actions(Some(poll)),
+        Some(JobState::Succeeded) => {
+            out.event(
+                EventType::Normal,
+                "ReencryptionSucceeded",
+                format!(
+                    "Job {job_name} rewrote [{}] with {}",
+                    next.resources().join(", "),
+                    target.data.0
+                ),
+            );
+            finish(out, facts, target)
+        }
+        Some(JobState::Failed { reason }) => {
+            let msg = format!(
+                "re-encryption Job {job_name} failed: {reason}; set annotation {}=<new value> or change the spec to retry",
+                names::ANNOTATION_RETRY
+            );
+            fail(out, facts, "JobFailed", msg)
+        }
+    }
+}
+
+/// The config is rolled out and the data matches it: `Active`, or the status cleared after a
+/// full decryption with encryption disabled or removed.
+fn finish(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
+    let hash = &target.config.hash;
+    let summary = &target.summary;
+    let set_condition = target.drift_free();
+    if !facts.enabled && target.config.writer == Writer::Identity {
+        if facts.status.is_none() {
+            return out.into_actions(None);
+        }
+        out.condition(
+            names::CONDITION_ENCRYPTION_INITIALIZED,
+            false,
+            "Decrypted",
+            "all data is stored in plaintext; encryption is disabled".to_owned(),
+        );
+        if set_condition {
+            out.condition(
+                CONDITION_ENCRYPTION_RECONCILED,
+                true,
+                "Decrypted",
+                format!("config {hash} stores plaintext ({summary})"),
+            );
+        }
+        out.status(EncryptionStatusChange::Clear);
+        out.event(
+            EventType::Normal,
+            "Decrypted",
+            format!(
+                "{} -> (none): all data decrypted, status.encryption cleared",
+                phase_name(facts.phase)
+            ),
+        );
+        return out.into_actions(None);
+    }
+    let (active_key, encrypted_resources) = target.data.clone();
+    if set_condition {
+        out.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            true,
+            "Active",
+            format!("config {hash} is active ({summary})"),
+        );
+    }
+    out.condition(
+        names::CONDITION_ENCRYPTION_INITIALIZED,
+        true,
+        "Active",
+        "encryption at rest is configured".to_owned(),
+    );
+    out.status(EncryptionStatusChange::Set(ClusterEncryptionStatus {
+        phase: Some(EncryptionPhase::Active),
+        active_key: active_key.clone(),
+        encrypted_resources,
+    }));
+    out.event(
+        EventType::Normal,
+        "Active",
+        format!(
+            "{} -> Active: stored data uses {active_key} ({summary})",
+            phase_name(facts.phase)
+        ),
+    );
+    out.into_actions(None)
+}
+
+/// `Failed` with a reason in the condition and a Warning Event.
+fn fail(mut out: PlanBuilder<'_>, facts: &Facts<'_>, reason: &str, msg: String) -> Vec<Action> {
+    out.condition(CONDITION_ENCRYPTION_RECONCILED, false, reason, msg.clone());
+    out.status(EncryptionStatusChange::Set(with_phase(
+        facts.status,
+        EncryptionPhase::Failed,
+    )));
+    out.event(
+        EventType::Warning,
+        "Failed",
+        format!("{} -> Failed ({reason}): {msg}", phase_name(facts.phase)),
+    );
+    out.into_actions(None)
+}
+
+// ---------------------------------------------------------------------------------------
+// The actions of one plan, built in order.
+// ---------------------------------------------------------------------------------------
+
+/// Collects one plan's actions; condition changes are queued and written together with the
+/// next status change, as one status patch.
+struct PlanBuilder<'a> {
+    snapshot: &'a ClusterSnapshot,
+    actions: Vec<Action>,
+    conditions: BTreeMap<String, ClusterCondition>,
+}
+
+impl<'a> PlanBuilder<'a> {
+    fn new(snapshot: &'a ClusterSnapshot) -> Self {
+        Self {
+            snapshot,
+            actions: Vec::new(),
+            conditions: BTreeMap::new(),
+        }
+    }
+
+    fn event(&mut self, type_: EventType, reason: &str, note: String) {
+        self.actions.push(Action::Event {
+            type_,
+            reason: reason.to_owned(),
+            note,
+        });
+    }
+
+    /// Queues a condition write, unless the Cluster already says exactly that.
+    fn condition(&mut self, type_: &str, status: bool, reason: &str, message: String) {
+        let status = if status { "True" } else { "False" };
+        let now = self.snapshot.now;
+        let existing = self
+            .snapshot
+            .cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.get(type_));
+        if existing.is_some_and(|c| {
+            c.status == status
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(&message)
+        }) {
+            return;
+        }
+        let transition = match existing {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => Some(now.to_string()),
+        };
+        self.conditions.insert(
+            type_.to_owned(),
+            ClusterCondition {
+                status: status.to_owned(),
+                kubermatic_version: existing.and_then(|c| c.kubermatic_version.clone()),
+                last_heartbeat_time: Some(now.to_string()),
+                last_transition_time: transition,
+                reason: Some(reason.to_owned()),
+                message: Some(message),
+            },
+        );
+    }
+
+    /// Flushes queued conditions (and a status change) as one status patch.
+    fn status(&mut self, encryption: EncryptionStatusChange) {
+        let conditions = std::mem::take(&mut self.conditions);
+        if encryption == EncryptionStatusChange::Keep && conditions.is_empty() {
+            return;
+        }
+        self.actions.push(Action::PatchStatus {
+            encryption,
+            conditions,
+        });
+    }
+
+    /// A step forward in the rollout: the phase `to` in status.encryption (data state kept),
+    /// the Reconciled condition saying what is under way (`progress`, left out while a
+    /// drift message owns the condition) and a Normal Event "`from` -> `to`: `why`".
+    fn enter(
+        &mut self,
+        status: Option<&ClusterEncryptionStatus>,
+        from: Option<EncryptionPhase>,
+        to: EncryptionPhase,
+        progress: Option<String>,
+        why: String,
+    ) {
+        if let Some(progress) = progress {
+            self.condition(CONDITION_ENCRYPTION_RECONCILED, true, to.as_str(), progress);
+        }
+        self.status(EncryptionStatusChange::Set(with_phase(status, to)));
+        self.event(
+            EventType::Normal,
+            to.as_str(),
+            format!("{} -> {}: {why}", phase_name(from), to.as_str()),
+        );
+    }
+
+    /// A problem outside the planner's reach (missing key Secret or Deployment, unreadable
+    /// config): condition, Warning Event, retry with the controller's backoff.
+    fn blocked(mut self, reason: &str, msg: &str) -> Vec<Action> {
+        self.condition(
+            CONDITION_ENCRYPTION_RECONCILED,
+            false,
+            reason,
+            msg.to_owned(),
+        );
+        self.status(EncryptionStatusChange::Keep);
+        self.event(EventType::Warning, reason, msg.to_owned());
+        self.into_actions(Some(Action::Backoff {
+            reason: reason.to_owned(),
+        }))
+    }
+
+    /// The actions, with queued conditions flushed and `tail` last.
+    fn into_actions(mut self, tail: Option<Action>) -> Vec<Action> {
+        self.status(EncryptionStatusChange::Keep);
+        self.actions.extend(tail);
+        self.actions
+    }
+}
+
+/// The data state the status describes; no status means everything is plaintext.
+fn data_state(status: Option<&ClusterEncryptionStatus>) -> DataState {
+    match status {
+        Some(s) if !s.active_key.is_empty() => {
+            (s.active_key.clone(), s.encrypted_resources.clone())
+        }
+        Some(s) => (
+            names::ACTIVE_KEY_IDENTITY.to_owned(),
+            s.encrypted_resources.clone(),
+        ),
+        None => (names::ACTIVE_KEY_IDENTITY.to_owned(), Vec::new()),
+    }
+}
+
+/// `status.encryption` with a new phase and the data state kept.
+fn with_phase(
+    status: Option<&ClusterEncryptionStatus>,
+    phase: EncryptionPhase,
+) -> ClusterEncryptionStatus {
+    let (active_key, encrypted_resources) = data_state(status);
+    ClusterEncryptionStatus {
+        phase: Some(phase),
+        active_key,
+        encrypted_resources,
+    }
+}
+
+fn same_set(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    a == b
+}
+
+fn phase_name(p: Option<EncryptionPhase>) -> &'static str {
+    p.map(|p| p.as_str()).unwrap_or("(none)")
+}
+
+fn key_names(c: &EncryptionConfig) -> Vec<String> {
+    c.resources
+        .iter()
+        .flat_map(|r| r.providers.iter())
+        .filter_map(|p| p.secretbox.as_ref())
+        .flat_map(|s| s.keys.iter().map(|k| k.name.clone()))
+        .collect()
 }

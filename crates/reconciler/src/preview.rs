@@ -15,8 +15,8 @@ use eargate_policy::names;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::plan::KeySecret;
-use crate::render::{self, Previous, RenderError, RenderInput, RenderedConfig};
+use crate::model::KeySecret;
+use crate::render::{self, DesiredConfig, PreviousConfig, RenderError, RenderInput};
 
 /// Bad input to `eargate render`.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +193,7 @@ pub fn parse_previous(file: &str, text: &str, config_key: &str) -> Result<Vec<u8
 #[derive(Debug)]
 pub struct Preview {
     /// `None`: no config is needed (nothing configured, nothing to decrypt).
-    pub rendered: Option<RenderedConfig>,
+    pub rendered: Option<DesiredConfig>,
 }
 
 impl Preview {
@@ -215,7 +215,7 @@ pub fn preview(
     key_secrets: &BTreeMap<String, KeySecret>,
 ) -> Result<Preview, PreviewError> {
     let previous = previous
-        .map(|(file, bytes)| Previous::parse(bytes).map_err(|e| input(file, e.to_string())))
+        .map(|(file, bytes)| PreviousConfig::parse(bytes).map_err(|e| input(file, e.to_string())))
         .transpose()?;
     let status = cluster.status.as_ref();
     let input = RenderInput {
@@ -236,6 +236,17 @@ pub fn preview(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its causes, as the command line prints them.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut out = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            out.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        out
+    }
 
     const KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=";
 
@@ -288,7 +299,7 @@ mod tests {
         )
         .unwrap();
         let err = preview(&c, None, &BTreeMap::new()).unwrap_err();
-        let err = format!("{:#}", anyhow::Error::from(err));
+        let err = chain(&err);
         assert!(
             err.contains("\"k1\"") && err.contains("does not exist"),
             "{err}"
@@ -302,10 +313,7 @@ mod tests {
         );
         let bad = cluster(&format!("      - name: k1\n        value: 7{KEY}\n"));
         let c = parse_cluster("c.yaml", &bad).unwrap();
-        let err = format!(
-            "{:#}",
-            anyhow::Error::from(preview(&c, None, &BTreeMap::new()).unwrap_err())
-        );
+        let err = chain(&preview(&c, None, &BTreeMap::new()).unwrap_err());
         assert!(
             err.contains("key \"k1\"") && !err.contains(&KEY[..10]),
             "{err}"

@@ -2,7 +2,7 @@
 //! rendered config and the observed status — the single rendering code used by the reconciler
 //! and by `eargate render`.
 //!
-//! Rules (issue 4, point 1–2), and why:
+//! Rules, and why:
 //! - One `resources` entry: the spec's resources plus every resource whose stored data may
 //!   still be encrypted (`status.encryptedResources`, and the previous config's resources when
 //!   no finished Job vouches for the data), so the API server can still decrypt them.
@@ -24,7 +24,7 @@ use eargate_policy::model::{ClusterEncryptionStatus, EncryptionConfiguration, En
 use eargate_policy::names;
 use sha2::{Digest, Sha256};
 
-use crate::plan::KeySecret;
+use crate::model::{content_hash, KeySecret};
 
 /// Which provider encrypts new writes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,21 +56,22 @@ impl Writer {
     }
 }
 
-/// A previously rendered config, reduced to what rendering needs. Only configs of eargate's
+/// The config currently in the Secret (rendered by an earlier reconcile), reduced to what
+/// rendering needs. Only configs of eargate's
 /// own shape are understood (one resources entry; `secretbox` and `identity` providers):
 /// anything else is refused rather than overwritten, since keys could be lost.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Previous {
-    pub resources: Vec<String>,
-    pub writer: Writer,
+pub(crate) struct PreviousConfig {
+    pub(crate) resources: Vec<String>,
+    pub(crate) writer: Writer,
     /// Secretbox keys in provider order: (name, base64 material as rendered).
-    pub keys: Vec<(String, String)>,
-    pub has_identity: bool,
+    pub(crate) keys: Vec<(String, String)>,
+    pub(crate) has_identity: bool,
 }
 
-impl std::fmt::Debug for Previous {
+impl std::fmt::Debug for PreviousConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Previous")
+        f.debug_struct("PreviousConfig")
             .field("resources", &self.resources)
             .field("writer", &self.writer)
             .field(
@@ -82,9 +83,9 @@ impl std::fmt::Debug for Previous {
     }
 }
 
-impl Previous {
+impl PreviousConfig {
     /// Reads a rendered file. Errors name the problem, never the content.
-    pub fn parse(bytes: &[u8]) -> Result<Self, RenderError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, RenderError> {
         let config: EncryptionConfig =
             serde_yaml::from_slice(bytes).map_err(|e| RenderError::PreviousUnreadable {
                 reason: format!("not an EncryptionConfiguration ({})", redact_yaml_error(&e)),
@@ -93,7 +94,7 @@ impl Previous {
     }
 
     /// Reduces a parsed config (see the type's doc for what is understood).
-    pub fn from_config(config: &EncryptionConfig) -> Result<Self, RenderError> {
+    pub(crate) fn from_config(config: &EncryptionConfig) -> Result<Self, RenderError> {
         let unreadable = |reason: &str| RenderError::PreviousUnreadable {
             reason: reason.to_owned(),
         };
@@ -142,7 +143,7 @@ impl Previous {
 
     /// Can an API server running this config read `resource` written by `writer`?
     /// A resource the config does not list is only read as plaintext.
-    pub fn can_read(&self, resource: &str, writer: &Writer) -> bool {
+    pub(crate) fn can_read(&self, resource: &str, writer: &Writer) -> bool {
         if !self.resources.iter().any(|r| r == resource) {
             return *writer == Writer::Identity;
         }
@@ -162,25 +163,26 @@ impl Previous {
 
 /// What rendering needs.
 #[derive(Clone, Copy, Debug)]
-pub struct RenderInput<'a> {
+pub(crate) struct RenderInput<'a> {
     /// `spec.encryptionConfiguration` (`None`: removed).
-    pub spec: Option<&'a EncryptionConfiguration>,
+    pub(crate) spec: Option<&'a EncryptionConfiguration>,
     /// Referenced key Secrets by Secret name.
-    pub key_secrets: &'a BTreeMap<String, KeySecret>,
+    pub(crate) key_secrets: &'a BTreeMap<String, KeySecret>,
     /// The config currently in the Secret.
-    pub previous: Option<&'a Previous>,
+    pub(crate) previous: Option<&'a PreviousConfig>,
     /// Every serving API server runs `previous` (its rollout completed). With no previous
     /// config this should be `true`: serving API servers then read plaintext only.
-    pub previous_complete: bool,
+    pub(crate) previous_complete: bool,
     /// `status.encryption`.
-    pub status: Option<&'a ClusterEncryptionStatus>,
+    pub(crate) status: Option<&'a ClusterEncryptionStatus>,
     /// `EncryptionInitialized` is `"True"`.
-    pub initialized: bool,
+    pub(crate) initialized: bool,
 }
 
-/// A rendered config, ready to be written.
+/// The config the spec, the previous config and the status call for: what the Secret should
+/// hold next, ready to be written.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RenderedConfig {
+pub struct DesiredConfig {
     pub config: EncryptionConfig,
     /// The exact file content written to the Secret.
     pub yaml: String,
@@ -191,9 +193,9 @@ pub struct RenderedConfig {
     pub drift: Vec<String>,
 }
 
-impl std::fmt::Debug for RenderedConfig {
+impl std::fmt::Debug for DesiredConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rendered")
+        f.debug_struct("DesiredConfig")
             .field("config", &self.config)
             .field("hash", &self.hash)
             .field("writer", &self.writer)
@@ -202,7 +204,7 @@ impl std::fmt::Debug for RenderedConfig {
     }
 }
 
-impl RenderedConfig {
+impl DesiredConfig {
     /// Resources entry of the rendered config.
     pub fn resources(&self) -> &[String] {
         &self.config.resources[0].resources
@@ -252,15 +254,9 @@ impl RenderError {
     }
 }
 
-/// Content hash of a rendered file: 32 hex digits of SHA-256 (fits a label value).
-/// A hash of 256-bit random keys reveals nothing about them.
-pub fn content_hash(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))[..32].to_owned()
-}
-
 /// Hash of the encryption spec by key names and references only (no material): it changes
 /// with every edit the policy allows, since material under a name is immutable.
-pub fn spec_hash(spec: Option<&EncryptionConfiguration>) -> String {
+pub(crate) fn spec_hash(spec: Option<&EncryptionConfiguration>) -> String {
     let view = spec.map(|s| {
         serde_json::json!({
             "enabled": s.enabled,
@@ -282,7 +278,7 @@ pub fn spec_hash(spec: Option<&EncryptionConfiguration>) -> String {
 /// `activeKey` and that only `encryptedResources` hold encrypted data: phase `Active` (a
 /// finished Job, or nothing to rewrite), or no encryption status at all with a plaintext
 /// writer. Otherwise a rotation may have been interrupted and every rendered key is kept.
-pub fn status_vouches(input: &RenderInput<'_>) -> bool {
+pub(crate) fn status_vouches(input: &RenderInput<'_>) -> bool {
     match input.status {
         Some(s) => s.phase == Some(EncryptionPhase::Active),
         None => !input.initialized && input.previous.is_none_or(|p| p.writer == Writer::Identity),
@@ -291,7 +287,7 @@ pub fn status_vouches(input: &RenderInput<'_>) -> bool {
 
 /// Renders the config; `Ok(None)` when no config is needed (nothing configured, nothing to
 /// decrypt).
-pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderError> {
+pub(crate) fn render(input: &RenderInput<'_>) -> Result<Option<DesiredConfig>, RenderError> {
     let enabled = input.spec.is_some_and(|s| s.enabled);
     let spec_keys = input
         .spec
@@ -417,12 +413,12 @@ pub fn render(input: &RenderInput<'_>) -> Result<Option<RenderedConfig>, RenderE
         resources,
         providers,
     }]);
-    check(&config)?;
+    check_config(&config)?;
     let yaml = serde_yaml::to_string(&config).map_err(|e| RenderError::Invalid {
         problems: e.to_string(),
     })?;
     let hash = content_hash(yaml.as_bytes());
-    Ok(Some(RenderedConfig {
+    Ok(Some(DesiredConfig {
         config,
         yaml,
         hash,
@@ -480,7 +476,7 @@ fn resolve(
 
 /// kube-apiserver's validation of the rendered file ([`EncryptionConfig::validate`]), plus
 /// what eargate renders by construction: secretbox keys that decode to exactly 32 bytes.
-pub fn check(config: &EncryptionConfig) -> Result<(), RenderError> {
+pub fn check_config(config: &EncryptionConfig) -> Result<(), RenderError> {
     // kube-apiserver's rules as the policy crate implements them, then eargate's own.
     let mut problems = config.validate();
     if config.resources.is_empty() {
@@ -537,7 +533,7 @@ fn redact_yaml_error(e: &serde_yaml::Error) -> String {
 }
 
 /// A copy of the config with every secret replaced by `REDACTED` (for `eargate render`).
-pub fn redacted(config: &EncryptionConfig) -> EncryptionConfig {
+pub(crate) fn redacted(config: &EncryptionConfig) -> EncryptionConfig {
     let mut c = config.clone();
     for entry in &mut c.resources {
         for p in &mut entry.providers {

@@ -1,0 +1,276 @@
+//! The reconciler's vocabulary: what the planner reads ([`ClusterSnapshot`] and its parts),
+//! what it decides ([`Action`]), its [`Settings`], and the names it writes onto objects.
+//!
+//! Everything else depends on this module and it depends on nothing else in the crate, so the
+//! pure parts (`render`, `job`, `plan`) and the I/O parts (`observe`, `execute`) meet here.
+//! Names shared with the admission webhook stay in [`eargate_policy::names`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eargate_policy::model::{Cluster, ClusterCondition, ClusterEncryptionStatus};
+use eargate_policy::names;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+/// Annotation on the rendered Secret: hash of the Cluster's encryption spec it was rendered
+/// from (key names and references only). A different spec while `Failed` means "try again".
+pub const ANNOTATION_SPEC_HASH: &str = "eargate.k8c.io/spec-hash";
+/// Annotation on the rendered Secret: the value of [`names::ANNOTATION_RETRY`] the planner
+/// last acted upon. It is also the attempt token of the re-encryption Job's name.
+pub const ANNOTATION_RETRY_SEEN: &str = "eargate.k8c.io/retry-seen";
+/// Annotation on the rendered Secret: the writers (`activeKey` spellings, comma-separated) of
+/// every config rendered since the status last vouched for the data (phase `Active`). Data may
+/// be sealed by any of them, so a re-encryption Job is skipped only when this is just the
+/// target writer.
+pub const ANNOTATION_WRITERS: &str = "eargate.k8c.io/writers-since-active";
+/// Annotation on the API server Deployment: when the planner started the current rollout
+/// (RFC 3339). Durable, so a rollout timeout survives controller restarts.
+pub const ANNOTATION_ROLLOUT_STARTED: &str = "eargate.k8c.io/rollout-started";
+/// eargate's own condition on the Cluster: `True` when the last reconcile made progress,
+/// `False` with a reason (`KeySecretMissing`, `KeyInvalid`, `KeyDrift`, `JobFailed`,
+/// `RolloutTimeout`, ...) otherwise. `EncryptionInitialized` keeps Kubermatic's meaning.
+pub const CONDITION_ENCRYPTION_RECONCILED: &str = "EncryptionReconciled";
+/// Label on the re-encryption Job: the config hash it re-encrypts for.
+pub(crate) const LABEL_JOB_CONFIG_HASH: &str = names::LABEL_CONFIG_HASH;
+
+/// Configuration of the reconciler (defaults from [`eargate_policy::names`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Image of the re-encryption Job (runs `eargate reencrypt`).
+    pub job_image: String,
+    /// How long an API server rollout may take before the phase turns `Failed`.
+    pub rollout_timeout: Duration,
+    /// kube-apiserver Deployment in the control-plane namespace.
+    pub apiserver_deployment: String,
+    /// Secret holding the rendered EncryptionConfiguration.
+    pub config_secret: String,
+    /// Data key of the rendered file inside [`Settings::config_secret`].
+    pub config_secret_key: String,
+    /// Secret with a kubeconfig for the user cluster's API (mounted into the Job).
+    pub admin_kubeconfig_secret: String,
+    /// Data key of the kubeconfig inside [`Settings::admin_kubeconfig_secret`].
+    pub admin_kubeconfig_key: String,
+    /// Job `backoffLimit`: retries of the re-encryption Pod before the Job fails.
+    pub job_backoff_limit: i32,
+    /// Job `ttlSecondsAfterFinished`: finished Jobs are garbage-collected after this.
+    pub job_ttl_seconds_after_finished: i32,
+    /// Job `activeDeadlineSeconds`: a hung re-encryption fails instead of running forever.
+    pub job_active_deadline_seconds: i64,
+    /// How often to look again while waiting for a rollout or a Job.
+    pub poll_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            job_image: "ghcr.io/eargate/eargate:latest".to_owned(),
+            rollout_timeout: Duration::from_secs(15 * 60),
+            apiserver_deployment: names::DEFAULT_APISERVER_DEPLOYMENT.to_owned(),
+            config_secret: names::DEFAULT_CONFIG_SECRET.to_owned(),
+            config_secret_key: names::DEFAULT_CONFIG_SECRET_KEY.to_owned(),
+            admin_kubeconfig_secret: names::DEFAULT_ADMIN_KUBECONFIG_SECRET.to_owned(),
+            admin_kubeconfig_key: names::DEFAULT_ADMIN_KUBECONFIG_KEY.to_owned(),
+            job_backoff_limit: 3,
+            job_ttl_seconds_after_finished: 24 * 3600,
+            job_active_deadline_seconds: 6 * 3600,
+            poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The Secret holding the rendered `EncryptionConfiguration`, as found in the control-plane
+/// namespace (what the API servers load, plus the planner's memory in its metadata).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConfigSecret {
+    /// Raw bytes of `data[settings.config_secret_key]` (`None` when the key is absent).
+    pub data: Option<Vec<u8>>,
+    /// Labels of the Secret (carries [`names::LABEL_CONFIG_HASH`]).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the Secret ([`ANNOTATION_SPEC_HASH`], [`ANNOTATION_RETRY_SEEN`]).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ConfigSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigSecret")
+            .field(
+                "data",
+                &self
+                    .data
+                    .as_ref()
+                    .map(|d| format!("<{} bytes redacted>", d.len())),
+            )
+            .field("labels", &self.labels)
+            .field("annotations", &self.annotations)
+            .finish()
+    }
+}
+
+/// A Secret referenced by a `secretRef` key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySecret {
+    /// The Secret does not exist (404).
+    Missing,
+    /// The Secret's `data`, decoded from the API's base64 into raw bytes.
+    Data(BTreeMap<String, Vec<u8>>),
+}
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("Missing"),
+            Self::Data(d) => f
+                .debug_tuple("Data")
+                .field(&d.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// The API server Deployment's rollout, reduced to what gating needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Pod-template annotation [`names::ANNOTATION_CONFIG_HASH`] (the config it rolls to).
+    pub template_hash: Option<String>,
+    /// Deployment annotation [`ANNOTATION_ROLLOUT_STARTED`], parsed.
+    pub started: Option<Timestamp>,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// `status.observedGeneration`.
+    pub observed_generation: i64,
+    /// `spec.replicas` (desired).
+    pub desired: i32,
+    /// `status.updatedReplicas`.
+    pub updated: i32,
+    /// `status.availableReplicas`.
+    pub available: i32,
+    /// `status.readyReplicas`.
+    pub ready: i32,
+    /// `status.replicas` (all pods, old and new; more than `updated` means old pods remain).
+    pub total: i32,
+}
+
+impl Rollout {
+    /// Every serving pod runs the template with `hash`: observed generation caught up,
+    /// updated = available = ready = desired, and no old pods left.
+    pub fn complete_for(&self, hash: &str) -> bool {
+        self.template_hash.as_deref() == Some(hash)
+            && self.observed_generation >= self.generation
+            && self.updated == self.desired
+            && self.available == self.desired
+            && self.ready == self.desired
+            && self.total == self.desired
+    }
+}
+
+/// The re-encryption Job of the current config and attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Created, not finished.
+    Running,
+    /// Condition `Complete` is true.
+    Succeeded,
+    /// Condition `Failed` is true; the reason comes from the Job condition (no key material).
+    Failed { reason: String },
+}
+
+/// Everything the planner needs about one Cluster and its control plane, read fresh at one
+/// moment: the planner's whole input.
+#[derive(Clone, Debug)]
+pub struct ClusterSnapshot {
+    /// The Cluster (name, generation, annotations incl. [`names::ANNOTATION_RETRY`], spec, status).
+    pub cluster: Cluster,
+    /// Control-plane namespace: `status.namespaceName`, else `cluster-<name>`.
+    pub namespace: String,
+    /// The rendered-config Secret, `None` when it does not exist.
+    pub config_secret: Option<ConfigSecret>,
+    /// Every Secret named by a `secretRef` in the spec, by Secret name.
+    pub key_secrets: BTreeMap<String, KeySecret>,
+    /// The API server Deployment, `None` when it does not exist.
+    pub rollout: Option<Rollout>,
+    /// The Job named after the config Secret's content and attempt
+    /// ([`crate::job::job_name_for`]), `None` when absent.
+    pub job: Option<JobState>,
+    /// The time of the observation.
+    pub now: Timestamp,
+}
+
+/// The control-plane namespace of a Cluster: `status.namespaceName`, else Kubermatic's
+/// `cluster-<name>`.
+pub fn control_plane_namespace(cluster: &Cluster) -> String {
+    cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.namespace_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            names::default_control_plane_namespace(
+                cluster.metadata.name.as_deref().unwrap_or_default(),
+            )
+        })
+}
+
+/// Kubernetes Event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// What to do with `status.encryption`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncryptionStatusChange {
+    /// Leave it as it is.
+    Keep,
+    /// Set it to this value.
+    Set(ClusterEncryptionStatus),
+    /// Remove it (after a full decryption with the configuration disabled or removed).
+    Clear,
+}
+
+/// One step for the I/O layer. Executed in order; stop at the first error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Merge-patch the Cluster's status subresource: `status.encryption` as given and each
+    /// listed condition (by type) replaced. Only the named fields are written.
+    PatchStatus {
+        encryption: EncryptionStatusChange,
+        conditions: BTreeMap<String, ClusterCondition>,
+    },
+    /// Create or update the rendered-config Secret `settings.config_secret`: data key
+    /// `settings.config_secret_key` = `yaml`, label [`names::LABEL_CONFIG_HASH`] = `hash`,
+    /// label [`names::LABEL_MANAGED_BY`] = [`names::MANAGED_BY`], and these annotations.
+    WriteConfigSecret {
+        yaml: String,
+        hash: String,
+        annotations: BTreeMap<String, String>,
+    },
+    /// Patch the API server Deployment: pod-template annotation [`names::ANNOTATION_CONFIG_HASH`]
+    /// = `hash` and Deployment annotation [`ANNOTATION_ROLLOUT_STARTED`] = `started`.
+    RollApiServer { hash: String, started: Timestamp },
+    /// Create this Job (HTTP 409 = it already exists = fine).
+    CreateJob { job: Box<Job> },
+    /// Emit a Kubernetes Event on the Cluster.
+    Event {
+        type_: EventType,
+        reason: String,
+        note: String,
+    },
+    /// A referenced key Secret's content differs from the material already rendered under
+    /// that key name; the rendered material is kept. For the drift metric (by key name).
+    ReportDrift { key_name: String },
+    /// Nothing more to do now; look again after this long (waiting for a rollout or Job).
+    RequeueAfter(Duration),
+    /// Blocked by a problem outside the planner's reach (missing key Secret, missing
+    /// Deployment, unreadable config): retry with the controller's exponential backoff.
+    Backoff { reason: String },
+}
+
+/// Content hash of a rendered file: 32 hex digits of SHA-256 (fits a label value). It names
+/// a config everywhere: the Secret's label, the API server's pod template, the Job.
+/// A hash of 256-bit random keys reveals nothing about them.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))[..32].to_owned()
+}
