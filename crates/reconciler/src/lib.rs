@@ -11,7 +11,7 @@
 //! observe      reads a fresh snapshot of one Cluster and its control plane
 //! plan         the pure phase machine: snapshot -> actions     preview: `eargate render`
 //! render, job  the EncryptionConfiguration; the Job             context, leader
-//! model        the planner's input and output, settings, names  metrics
+//! model        the planner's input and output, settings, names  metrics, loaded
 //! ```
 #![forbid(unsafe_code)]
 
@@ -20,6 +20,7 @@ mod controller;
 mod execute;
 mod job;
 mod leader;
+mod loaded;
 mod metrics;
 mod model;
 mod observe;
@@ -33,6 +34,9 @@ pub use job::{build_job, job_name_for, reencrypt_args};
 pub use leader::{
     run_with_leader_election, LeaderConfig, LeaderError, LEASE_DURATION_SECONDS,
     LEASE_GRACE_SECONDS,
+};
+pub use loaded::{
+    expected_hash, parse_loaded_configs, LoadedConfig, LAST_CONFIG_INFO, PROVEN_MINORS,
 };
 pub use metrics::{JobOutcome, Metrics, PhaseLabel};
 pub use model::{

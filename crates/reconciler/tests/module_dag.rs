@@ -161,7 +161,7 @@ const LAYERS: &[&[&str]] = &[
     &["observe"],
     &["plan", "preview"],
     &["render", "job", "context", "leader"],
-    &["model", "metrics"],
+    &["model", "metrics", "loaded"],
 ];
 
 #[test]
