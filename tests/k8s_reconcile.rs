@@ -9,14 +9,12 @@
 //!
 //! No kubelet or controller manager runs: the `apiserver` Deployment is stored, never
 //! scheduled. The whole rollout (a node agent standing in for them) is another test.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eargate_policy::names;
-use eargate_testkit::chart;
-use eargate_testkit::process::Server;
-use eargate_testkit::tools::free_port;
+use eargate_testkit::rollout::Seed;
 use eargate_testkit::{ControlPlane, Identity};
 use serde_json::{json, Value};
 
@@ -87,9 +85,9 @@ fn the_reconciler_leads_watches_and_moves_a_new_cluster_to_pending() {
         return;
     };
     let admin = Identity::admin();
-    if chart::install_crd_and_rbac(cp, "eargate", NAMESPACE).is_none() {
+    let Some(seed) = Seed::install(cp, EARGATE.as_ref(), NAMESPACE, false) else {
         return;
-    }
+    };
 
     // The user cluster's control plane as the seed holds it.
     let name = "live1";
@@ -109,35 +107,9 @@ fn the_reconciler_leads_watches_and_moves_a_new_cluster_to_pending() {
     })]);
 
     // The reconciler, as the chart's ServiceAccount.
-    let kubeconfig = cp.service_account_kubeconfig(NAMESPACE, "eargate-reconciler");
-    let metrics_port = free_port();
-    let log = cp.dir().join("reconcile.log");
-    let wrapper = cp.dir().join("reconcile.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nKUBECONFIG='{}' exec '{EARGATE}' \"$@\"\n",
-            kubeconfig.display()
-        ),
-    )
-    .expect("write the wrapper");
-    assert!(Command::new("chmod")
-        .arg("+x")
-        .arg(&wrapper)
-        .status()
-        .is_ok_and(|s| s.success()));
-    let args: Vec<String> = [
-        "reconcile",
-        &format!("--metrics-listen=127.0.0.1:{metrics_port}"),
-        "--job-image=eargate:test",
-        &format!("--lease-namespace={NAMESPACE}"),
-        "--identity=reconciler-test-1",
-        "--log-format=json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut reconciler = Server::spawn("eargate reconcile", &wrapper, &args, &log);
+    let mut reconciler = seed.start_reconciler("reconciler-test-1", &[]);
+    let metrics_port = reconciler.metrics_port;
+    let log = reconciler.log_path().to_owned();
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     eventually(

@@ -21,6 +21,7 @@
 //! Nothing else is simulated. `eargate verify` (the real binary) reads the user cluster's etcd.
 //! A writer keeps creating and updating Secrets through both API servers during every
 //! rollout, and a reader lists every Secret and ConfigMap through both while they roll.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,14 +32,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use eargate_policy::names;
-use eargate_testkit::chart;
-use eargate_testkit::gate::{webhook_args, webhooks_pointed_at, Gate};
-use eargate_testkit::node_agent::{NodeAgent, NodeAgentConfig};
-use eargate_testkit::process::Server;
-use eargate_testkit::tools::free_port;
+use eargate_testkit::node_agent::NodeAgent;
+use eargate_testkit::rollout::{
+    configmap_name, configmap_value, create_data, kubectl_stdin, secret_name, secret_value,
+    DataSet, HostedCluster, Reconciler, Seed,
+};
 use eargate_testkit::user_cluster::UserCluster;
 use eargate_testkit::{ControlPlane, Identity};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -49,7 +50,12 @@ const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
 const NAMESPACE: &str = "eargate-system";
 const SECRETS: usize = 2000;
 const CONFIGMAPS: usize = 500;
-const DATA_NAMESPACES: usize = 5;
+/// The objects seeded into the user cluster before enabling.
+const DATA: DataSet = DataSet {
+    namespaces: 5,
+    secrets: SECRETS,
+    configmaps: CONFIGMAPS,
+};
 const WRITER_NAMESPACE: &str = "writer";
 /// How long one step of the journey may take on a busy machine.
 const STEP_TIMEOUT: Duration = Duration::from_secs(900);
@@ -64,142 +70,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The seed: CRD, RBAC, gate.
-
-struct Seed {
-    cp: &'static ControlPlane,
-    _gate: Gate,
-    gate_log: PathBuf,
-}
+// The seed: CRD, RBAC, gate ([`eargate_testkit::rollout`]).
 
 static SEED: OnceLock<Option<Seed>> = OnceLock::new();
 
 fn seed() -> Option<&'static Seed> {
-    SEED.get_or_init(build_seed).as_ref()
-}
-
-fn build_seed() -> Option<Seed> {
-    let cp = ControlPlane::shared()?;
-    let admin = Identity::admin();
-    let objects = chart::install_crd_and_rbac(cp, "eargate", NAMESPACE)?;
-    let gate = Gate::start(EARGATE.as_ref(), cp.dir(), "main", &webhook_args(&objects));
-    cp.apply(&webhooks_pointed_at(&objects, &gate));
-    // kube-apiserver learns webhook configurations from a watch: wait until the gate judges.
-    let probe = json!({
-        "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
-        "metadata": {"name": "probe-rollout"},
-        "spec": {"humanReadableName": "probe", "version": "1.33.2",
-                 "encryptionConfiguration": {"enabled": true, "resources": ["secrets"],
-                    "secretbox": {"keys": [{"name": "k", "value": B64.encode([7u8; 32])}]}}}
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = kubectl_stdin(
-            cp.kubectl(&admin)
-                .args(["create", "--dry-run=server", "-f", "-"]),
-            &probe.to_string(),
-        );
-        if String::from_utf8_lossy(&out.stderr).contains("EAR001") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the gate never judged a Cluster");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let gate_log = gate.dir().join("serve.log");
-    Some(Seed {
-        cp,
-        _gate: gate,
-        gate_log,
-    })
-}
-
-fn kubectl_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write to kubectl");
-    child.wait_with_output().expect("wait for kubectl")
-}
-
-// ---------------------------------------------------------------------------------------
-// The reconciler process.
-
-struct Reconciler {
-    server: Server,
-    log: PathBuf,
-    pid_file: PathBuf,
-    identity: String,
-}
-
-impl Reconciler {
-    fn start(cp: &ControlPlane, identity: &str) -> Reconciler {
-        let kubeconfig = cp.service_account_kubeconfig(NAMESPACE, "eargate-reconciler");
-        let log = cp.dir().join(format!("reconcile-{identity}.log"));
-        let pid_file = cp.dir().join(format!("reconcile-{identity}.pid"));
-        let wrapper = cp.dir().join(format!("reconcile-{identity}.sh"));
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho $$ > '{}'\nKUBECONFIG='{}' exec '{EARGATE}' \"$@\"\n",
-                pid_file.display(),
-                kubeconfig.display()
-            ),
-        )
-        .expect("write the wrapper");
-        assert!(Command::new("chmod")
-            .arg("+x")
-            .arg(&wrapper)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let args: Vec<String> = [
-            "reconcile".to_owned(),
-            format!("--metrics-listen=127.0.0.1:{}", free_port()),
-            "--job-image=eargate:test".to_owned(),
-            format!("--lease-namespace={NAMESPACE}"),
-            format!("--identity={identity}"),
-            "--log-format=json".to_owned(),
-        ]
-        .to_vec();
-        let server = Server::spawn(
-            &format!("eargate reconcile ({identity})"),
-            &wrapper,
-            &args,
-            &log,
-        );
-        Reconciler {
-            server,
-            log,
-            pid_file,
-            identity: identity.to_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no Lease release, no goodbye.
-    fn kill(&mut self) {
-        let pid = std::fs::read_to_string(&self.pid_file).expect("the reconciler's pid");
-        let pid = pid.trim();
-        assert!(
-            Command::new("kill")
-                .args(["-KILL", pid])
-                .status()
-                .is_ok_and(|s| s.success()),
-            "kill -KILL {pid}"
-        );
-        self.server.stop();
-    }
+    SEED.get_or_init(|| Seed::install(ControlPlane::shared()?, EARGATE.as_ref(), NAMESPACE, true))
+        .as_ref()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -562,74 +439,13 @@ impl World {
     async fn new(seed: &'static Seed, name: &str) -> World {
         let cp = seed.cp;
         let began = Instant::now();
-        let admin = Identity::admin();
-        let ns = names::default_control_plane_namespace(name);
-        cp.kubectl_ok(&admin, &["create", "namespace", &ns]);
-        let user = {
-            let (dir, n) = (cp.dir().to_owned(), name.to_owned());
-            tokio::task::spawn_blocking(move || UserCluster::new(&dir, &n, 2))
-                .await
-                .expect("the user cluster starts")
-                .expect("the binaries were checked by the seed")
-        };
-        let user = Arc::new(user);
-        // The admin kubeconfig Secret, as Kubermatic keeps it in the control-plane namespace.
-        cp.apply(&[json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": names::DEFAULT_ADMIN_KUBECONFIG_SECRET, "namespace": ns},
-            "data": {names::DEFAULT_ADMIN_KUBECONFIG_KEY: B64.encode(user.kubeconfig_text())}
-        })]);
-        // The user cluster's API server, as the seed holds it: it mounts the rendered config
-        // Secret (optional until the reconciler writes it).
-        cp.apply(&[json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": names::DEFAULT_APISERVER_DEPLOYMENT, "namespace": ns},
-            "spec": {
-                "replicas": 2,
-                // Each new replica serves this long before the next one is replaced: the
-                // two API servers run different configs meanwhile.
-                "minReadySeconds": 3,
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
-                "selector": {"matchLabels": {"app": "apiserver"}},
-                "template": {
-                    "metadata": {"labels": {"app": "apiserver"}},
-                    "spec": {
-                        "containers": [{
-                            "name": "apiserver",
-                            "image": "registry.k8s.io/kube-apiserver:v1.37.2",
-                            "volumeMounts": [{"name": "encryption-configuration",
-                                "mountPath": "/etc/kubernetes/encryption-configuration", "readOnly": true}]
-                        }],
-                        "volumes": [{"name": "encryption-configuration", "secret": {
-                            "secretName": names::DEFAULT_CONFIG_SECRET, "optional": true}}]
-                    }
-                }
-            }
-        })]);
-        let agent = NodeAgent::start(
-            NodeAgentConfig {
-                namespace: ns.clone(),
-                deployment: names::DEFAULT_APISERVER_DEPLOYMENT.to_owned(),
-                config_secret: names::DEFAULT_CONFIG_SECRET.to_owned(),
-                config_secret_key: names::DEFAULT_CONFIG_SECRET_KEY.to_owned(),
-                entrypoint: PathBuf::from(EARGATE),
-                node_name: "node-agent".to_owned(),
-                dir: user.dir().join("node"),
-            },
-            cp.kubeconfig(&admin),
-            user.clone(),
-        );
-        let seed_client = cp.client(&admin).await;
-        // Both replicas up.
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while agent.state.rollouts().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the node agent did not start the user cluster: {:#?}",
-                agent.state.journal()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let HostedCluster {
+            namespace: ns,
+            user,
+            agent,
+            ..
+        } = HostedCluster::start(seed, name, 2).await;
+        let seed_client = cp.client(&Identity::admin()).await;
         let recorder = PhaseRecorder::start(seed_client.clone(), name.to_owned());
         let mut world = World {
             seed,
@@ -659,7 +475,7 @@ impl World {
     /// traffic started (paused until the first edit).
     async fn ready(seed: &'static Seed, name: &str) -> World {
         let mut w = World::new(seed, name).await;
-        let seeded_in = seed_objects(&w.user).await;
+        let seeded_in = create_data(&w.user.client().await, DATA, &[WRITER_NAMESPACE]).await;
         eprintln!(
             "k8s_rollout {name}: {SECRETS} Secrets and {CONFIGMAPS} ConfigMaps created in {:.1} s",
             seeded_in.as_secs_f64()
@@ -742,7 +558,7 @@ impl World {
     }
 
     fn start_reconciler(&mut self, identity: &str) {
-        let r = Reconciler::start(self.cp(), identity);
+        let r = self.seed.start_reconciler(identity, &[]);
         self.reconcilers.push(r);
     }
 
@@ -1136,18 +952,18 @@ impl World {
         );
         let (secrets, configmaps) = &seen[0];
         for i in 0..SECRETS {
-            let key = format!("data-{}/s-{i:05}", i % DATA_NAMESPACES);
+            let key = format!("{}/{}", DATA.namespace_of(i), secret_name(i));
             assert_eq!(
                 secrets.get(&key).map(String::as_str),
-                Some(format!("secret value {i}").as_str()),
+                Some(secret_value(i).as_str()),
                 "{label}: Secret {key}"
             );
         }
         for i in 0..CONFIGMAPS {
-            let key = format!("data-{}/c-{i:05}", i % DATA_NAMESPACES);
+            let key = format!("{}/{}", DATA.namespace_of(i), configmap_name(i));
             assert_eq!(
                 configmaps.get(&key).map(String::as_str),
-                Some(format!("config value {i}").as_str()),
+                Some(configmap_value(i).as_str()),
                 "{label}: ConfigMap {key}"
             );
         }
@@ -1218,7 +1034,10 @@ impl World {
         ));
         texts.push((
             "gate log".to_owned(),
-            std::fs::read_to_string(&self.seed.gate_log).unwrap_or_default(),
+            self.seed
+                .gate_log()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default(),
         ));
         for kind in ["deployment", "pods", "jobs", "replicasets"] {
             let out = self.cp().kubectl_ok(
@@ -1271,7 +1090,7 @@ impl Drop for World {
         self.traffic.stop.store(true, Ordering::SeqCst);
         self.agent.stop();
         for r in &mut self.reconcilers {
-            r.server.stop();
+            r.stop();
         }
         // The next test's reconciler need not look at this Cluster any more.
         let _ = self
@@ -1280,59 +1099,6 @@ impl Drop for World {
             .args(["delete", "cluster", &self.name, "--wait=false"])
             .output();
     }
-}
-
-/// Creates the data namespaces, 2,000 Secrets and 500 ConfigMaps, 16 requests at a time.
-async fn seed_objects(user: &UserCluster) -> Duration {
-    let began = Instant::now();
-    let client = user.client().await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in (0..DATA_NAMESPACES)
-        .map(|i| format!("data-{i}"))
-        .chain([WRITER_NAMESPACE.to_owned()])
-    {
-        let object: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).expect("a Namespace");
-        namespaces
-            .create(&PostParams::default(), &object)
-            .await
-            .expect("create a namespace");
-    }
-    const WORKERS: usize = 16;
-    let mut set = tokio::task::JoinSet::new();
-    for w in 0..WORKERS {
-        let client = client.clone();
-        set.spawn(async move {
-            for i in (w..SECRETS).step_by(WORKERS) {
-                let ns = format!("data-{}", i % DATA_NAMESPACES);
-                let s: Secret = serde_json::from_value(json!({
-                    "metadata": {"name": format!("s-{i:05}"), "namespace": ns},
-                    "data": {"value": B64.encode(format!("secret value {i}"))}
-                }))
-                .expect("a Secret");
-                Api::<Secret>::namespaced(client.clone(), &ns)
-                    .create(&PostParams::default(), &s)
-                    .await
-                    .expect("create a Secret");
-            }
-            for i in (w..CONFIGMAPS).step_by(WORKERS) {
-                let ns = format!("data-{}", i % DATA_NAMESPACES);
-                let c: ConfigMap = serde_json::from_value(json!({
-                    "metadata": {"name": format!("c-{i:05}"), "namespace": ns},
-                    "data": {"value": format!("config value {i}")}
-                }))
-                .expect("a ConfigMap");
-                Api::<ConfigMap>::namespaced(client.clone(), &ns)
-                    .create(&PostParams::default(), &c)
-                    .await
-                    .expect("create a ConfigMap");
-            }
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        r.expect("a seeding worker");
-    }
-    began.elapsed()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

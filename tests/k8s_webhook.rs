@@ -9,15 +9,17 @@
 //! Three gates run: `main` (the chart's configurations, matching every Cluster), and two
 //! that only see Clusters labelled for them (`fail-closed`, `rotation`), so that stopping
 //! or re-keying one does not disturb the other tests.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use eargate_testkit::chart;
+use eargate_testkit::fixtures::{active, encryption_status, ClusterFixture};
 use eargate_testkit::gate::{webhook_args, webhooks_pointed_at, Gate};
+use eargate_testkit::secrets::{assert_no_key_material, b64, test_key};
 use eargate_testkit::{ControlPlane, Identity};
 use serde_json::{json, Value};
 
@@ -140,8 +142,8 @@ impl World {
             loop {
                 let probe = cluster(&format!("probe-{gate}"))
                     .label(GATE_LABEL, gate)
-                    .no_gate()
-                    .key("k1", &key_material(1))
+                    .without_feature_gate()
+                    .key("k1", &test_key(1))
                     .build();
                 let out = self.kubectl_stdin(
                     &Identity::admin(),
@@ -270,90 +272,15 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// 32 bytes of key material, different for each `seed`, standard base64.
-fn key_material(seed: u8) -> String {
-    let bytes: Vec<u8> = (0..32u8)
-        .map(|i| i.wrapping_mul(37).wrapping_add(seed.wrapping_mul(101)) ^ 0x5a)
-        .collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Asserts that no part (8 characters or more) of any key material appears in `text`.
-fn assert_no_key_material(text: &str, keys: &[&str]) {
-    for key in keys {
-        for window in key.as_bytes().windows(8) {
-            let part = std::str::from_utf8(window).expect("base64 is ASCII");
-            assert!(
-                !text.contains(part),
-                "key material ({part}…) appears in:\n{text}"
-            );
-        }
-    }
-}
-
-/// A Cluster under construction.
-struct ClusterBuilder {
-    object: Value,
-}
-
-fn cluster(name: &str) -> ClusterBuilder {
-    ClusterBuilder {
-        object: json!({
-            "apiVersion": "kubermatic.k8c.io/v1",
-            "kind": "Cluster",
-            "metadata": {"name": name, "labels": {}},
-            "spec": {
-                "humanReadableName": format!("{name} (eargate e2e)"),
-                "version": "1.33.2",
-                "features": {"encryptionAtRest": true},
-                "encryptionConfiguration": {
-                    "enabled": true,
-                    "resources": ["secrets"],
-                    "secretbox": {"keys": []}
-                }
-            }
-        }),
-    }
-}
-
-impl ClusterBuilder {
-    fn label(mut self, key: &str, value: &str) -> Self {
-        self.object["metadata"]["labels"][key] = json!(value);
-        self
-    }
-    fn no_gate(mut self) -> Self {
-        self.object["spec"]["features"] = json!({});
-        self
-    }
-    fn key(mut self, name: &str, value: &str) -> Self {
-        self.keys_mut().push(json!({"name": name, "value": value}));
-        self
-    }
-    fn key_ref(mut self, name: &str) -> Self {
-        self.keys_mut()
-            .push(json!({"name": name, "secretRef": {"name": name, "key": "key"}}));
-        self
-    }
-    fn resources(mut self, resources: Value) -> Self {
-        self.object["spec"]["encryptionConfiguration"]["resources"] = resources;
-        self
-    }
-    fn set(mut self, pointer: &str, value: Value) -> Self {
-        *self.object.pointer_mut(pointer).expect("an existing field") = value;
-        self
-    }
-    fn keys_mut(&mut self) -> &mut Vec<Value> {
-        self.object["spec"]["encryptionConfiguration"]["secretbox"]["keys"]
-            .as_array_mut()
-            .expect("keys")
-    }
-    fn build(self) -> Value {
-        self.object
-    }
-}
-
-fn active(key: &str) -> Value {
-    json!({"phase": "Active", "activeKey": format!("secretbox/{key}"), "encryptedResources": ["secrets"]})
+/// A Cluster of these tests: encryption enabled for secrets, no keys yet. The empty
+/// `labels` stay: `kubectl apply` echoes the object in the denials kept in
+/// `docs/kubectl-denials/`.
+fn cluster(name: &str) -> ClusterFixture {
+    ClusterFixture::new(name)
+        .set("/metadata/labels", json!({}))
+        .human_readable_name(&format!("{name} (eargate e2e)"))
+        .version("1.33.2")
+        .encryption(["secrets"])
 }
 
 /// kubectl's stderr for a denial, checked for what every denial must carry.
@@ -379,7 +306,7 @@ fn denied(out: &Output, rule: &str, must_contain: &[&str], keys: &[&str]) -> Str
             "{part:?} missing from the denial: {text}"
         );
     }
-    assert_no_key_material(&text, keys);
+    assert_no_key_material(keys, [("kubectl's denial", &text)]);
     record_denial(rule, &text);
     text
 }
@@ -452,7 +379,7 @@ const K2: &str = "encryption-key-2022-02";
 #[test]
 fn ear000_a_field_of_the_wrong_type_is_refused_naming_it() {
     let Some(w) = world() else { return };
-    let k = key_material(1);
+    let k = test_key(1);
     let c = cluster("ear000-demo")
         .key(K1, &k)
         .set("/spec/encryptionConfiguration/enabled", json!("yes"))
@@ -469,15 +396,18 @@ fn ear000_a_field_of_the_wrong_type_is_refused_naming_it() {
             && text.contains("must be of type boolean"),
         "{text}"
     );
-    assert_no_key_material(&text, &[&k]);
+    assert_no_key_material(&[&k], [("kubectl's error", &text)]);
     record_denial("EAR000", &text);
 }
 
 #[test]
 fn ear001_enabling_without_the_feature_gate_is_denied() {
     let Some(w) = world() else { return };
-    let k = key_material(2);
-    let c = cluster("ear001-demo").no_gate().key(K1, &k).build();
+    let k = test_key(2);
+    let c = cluster("ear001-demo")
+        .without_feature_gate()
+        .key(K1, &k)
+        .build();
     let out = w.apply(&jane(), &c);
     denied(
         &out,
@@ -497,7 +427,7 @@ fn ear002_enabling_without_a_key_is_denied() {
 #[test]
 fn ear003_a_key_name_with_a_colon_is_denied() {
     let Some(w) = world() else { return };
-    let k = key_material(3);
+    let k = test_key(3);
     let c = cluster("ear003-demo")
         .key("encryption-key:2022-02", &k)
         .build();
@@ -513,7 +443,7 @@ fn ear003_a_key_name_with_a_colon_is_denied() {
 #[test]
 fn ear004_a_short_key_is_denied_without_showing_it() {
     let Some(w) = world() else { return };
-    let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    let short = b64([7u8; 16]);
     let c = cluster("ear004-demo").key(K1, &short).build();
     let out = w.apply(&jane(), &c);
     denied(
@@ -527,7 +457,7 @@ fn ear004_a_short_key_is_denied_without_showing_it() {
 #[test]
 fn ear005_a_resource_kube_apiserver_refuses_is_denied() {
     let Some(w) = world() else { return };
-    let k = key_material(5);
+    let k = test_key(5);
     let c = cluster("ear005-demo")
         .key(K1, &k)
         .resources(json!(["*"]))
@@ -540,8 +470,8 @@ fn ear005_a_resource_kube_apiserver_refuses_is_denied() {
 fn ear006_the_configuration_is_locked_during_a_rollout() {
     let Some(w) = world() else { return };
     w.stored(
-        &cluster("ear006-demo").key_ref(K1).build(),
-        Some(json!({"phase": "EncryptionNeeded", "activeKey": format!("secretbox/{K1}"), "encryptedResources": ["secrets"]})),
+        &cluster("ear006-demo").key_ref(K1, K1, "key").build(),
+        Some(encryption_status("EncryptionNeeded", K1)),
     );
     let out = w.patch(
         &jane(),
@@ -560,7 +490,7 @@ fn ear006_the_configuration_is_locked_during_a_rollout() {
 fn ear007_the_resource_list_is_fixed_while_enabled() {
     let Some(w) = world() else { return };
     w.stored(
-        &cluster("ear007-demo").key_ref(K1).build(),
+        &cluster("ear007-demo").key_ref(K1, K1, "key").build(),
         Some(active(K1)),
     );
     let out = w.edit(
@@ -583,7 +513,7 @@ fn ear007_the_resource_list_is_fixed_while_enabled() {
 #[test]
 fn ear008_key_material_of_a_name_never_changes() {
     let Some(w) = world() else { return };
-    let (old, new) = (key_material(8), key_material(9));
+    let (old, new) = (test_key(8), test_key(9));
     w.stored(
         &cluster("ear008-demo").key(K1, &old).build(),
         Some(active(K1)),
@@ -604,10 +534,13 @@ fn ear008_key_material_of_a_name_never_changes() {
 fn ear009_a_new_key_enters_as_secondary() {
     let Some(w) = world() else { return };
     w.stored(
-        &cluster("ear009-demo").key_ref(K1).build(),
+        &cluster("ear009-demo").key_ref(K1, K1, "key").build(),
         Some(active(K1)),
     );
-    let c = cluster("ear009-demo").key_ref(K2).key_ref(K1).build();
+    let c = cluster("ear009-demo")
+        .key_ref(K2, K2, "key")
+        .key_ref(K1, K1, "key")
+        .build();
     let out = w.apply(&jane(), &c);
     denied(
         &out,
@@ -621,7 +554,7 @@ fn ear009_a_new_key_enters_as_secondary() {
 fn ear010_the_active_key_cannot_be_removed() {
     let Some(w) = world() else { return };
     w.stored(
-        &cluster("ear010-demo").key_ref(K1).build(),
+        &cluster("ear010-demo").key_ref(K1, K1, "key").build(),
         Some(active(K1)),
     );
     let out = w.edit(&jane(), "ear010-demo", &format!("s/{K1}/{K2}/g"));
@@ -638,7 +571,7 @@ fn ear011_and_ear013_disabling_and_fixing_a_failed_rollout_stay_allowed() {
     let Some(w) = world() else { return };
     // EAR011: disabling in Active is allowed, with a warning that says what happens next.
     w.stored(
-        &cluster("ear011-demo").key_ref(K1).build(),
+        &cluster("ear011-demo").key_ref(K1, K1, "key").build(),
         Some(active(K1)),
     );
     let out = w.patch(
@@ -659,13 +592,16 @@ fn ear011_and_ear013_disabling_and_fixing_a_failed_rollout_stay_allowed() {
 
     // EAR013: in Failed nothing is locked: the edit that fixes the cause goes through.
     w.stored(
-        &cluster("ear013-demo").key_ref(K1).key_ref(K2).build(),
-        Some(json!({"phase": "Failed", "activeKey": format!("secretbox/{K1}"), "encryptedResources": ["secrets"]})),
+        &cluster("ear013-demo")
+            .key_ref(K1, K1, "key")
+            .key_ref(K2, K2, "key")
+            .build(),
+        Some(encryption_status("Failed", K1)),
     );
     let fixed = cluster("ear013-demo")
-        .key_ref(K1)
-        .key_ref(K2)
-        .key_ref("encryption-key-2022-03")
+        .key_ref(K1, K1, "key")
+        .key_ref(K2, K2, "key")
+        .key_ref("encryption-key-2022-03", "encryption-key-2022-03", "key")
         .build();
     let out = w.apply(&jane(), &fixed);
     assert!(
@@ -679,7 +615,7 @@ fn ear011_and_ear013_disabling_and_fixing_a_failed_rollout_stay_allowed() {
 fn ear012_the_feature_gate_stays_on_while_encrypted() {
     let Some(w) = world() else { return };
     w.stored(
-        &cluster("ear012-demo").key_ref(K1).build(),
+        &cluster("ear012-demo").key_ref(K1, K1, "key").build(),
         Some(active(K1)),
     );
     let out = w.patch(
@@ -698,7 +634,7 @@ fn ear012_the_feature_gate_stays_on_while_encrypted() {
 #[test]
 fn ear014_only_the_reconciler_writes_encryption_status() {
     let Some(w) = world() else { return };
-    w.stored(&cluster("ear014-demo").key_ref(K1).build(), None);
+    w.stored(&cluster("ear014-demo").key_ref(K1, K1, "key").build(), None);
     let forged = json!({"encryption": active(K1)});
     // Jane's kubeconfig (RBAC allows her clusters/status): eargate denies.
     let out = w.patch_status(&w.cp.kubeconfig(&jane()), "ear014-demo", forged.clone());
@@ -735,13 +671,12 @@ fn ear014_only_the_reconciler_writes_encryption_status() {
 #[test]
 fn allowed_edits_are_stored_mutated_and_warnings_reach_kubectl() {
     let Some(w) = world() else { return };
-    let k = key_material(20);
+    let k = test_key(20);
     // No resources: defaulted to [secrets].
-    let mut c = cluster("mutate-default").key(K1, &k).build();
-    c["spec"]["encryptionConfiguration"]
-        .as_object_mut()
-        .expect("an object")
-        .remove("resources");
+    let c = cluster("mutate-default")
+        .key(K1, &k)
+        .without_resources()
+        .build();
     let out = w.apply(&jane(), &c);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -758,11 +693,11 @@ fn allowed_edits_are_stored_mutated_and_warnings_reach_kubectl() {
         warnings.contains("enabling encryption at rest"),
         "{warnings}"
     );
-    assert_no_key_material(&warnings, &[&k]);
+    assert_no_key_material(&[&k], [("kubectl's warnings", &warnings)]);
 
     // Capitals, blanks and duplicates: normalised, each change explained.
     let c = cluster("mutate-normalise")
-        .key_ref(K1)
+        .key_ref(K1, K1, "key")
         .resources(json!([" Secrets ", "configmaps", "configmaps"]))
         .build();
     let out = w.apply(&jane(), &c);
@@ -781,8 +716,11 @@ fn allowed_edits_are_stored_mutated_and_warnings_reach_kubectl() {
 #[test]
 fn dry_run_is_judged_like_a_real_edit_and_stores_nothing() {
     let Some(w) = world() else { return };
-    let k = key_material(30);
-    let bad = cluster("dry-run-demo").no_gate().key(K1, &k).build();
+    let k = test_key(30);
+    let bad = cluster("dry-run-demo")
+        .without_feature_gate()
+        .key(K1, &k)
+        .build();
     let real = w.apply(&jane(), &bad);
     let dry = w.kubectl_stdin(&jane(), &["apply", "--dry-run=server", "-f", "-"], &bad);
     assert!(!dry.status.success());
@@ -819,7 +757,7 @@ fn dry_run_is_judged_like_a_real_edit_and_stores_nothing() {
 fn kube_apiserver_negotiates_the_review_version() {
     let Some(w) = world() else { return };
     // The chart offers v1 and v1beta1; kube-apiserver picks v1 and sends it.
-    let k = key_material(40);
+    let k = test_key(40);
     let c = cluster("protocol-v1").key(K1, &k).build();
     assert!(w.apply(&jane(), &c).status.success());
     let reviews = |name: &str| -> Vec<Value> {
@@ -863,7 +801,7 @@ fn kube_apiserver_negotiates_the_review_version() {
     loop {
         let c = cluster(name)
             .label(GATE_LABEL, "v1beta1")
-            .no_gate()
+            .without_feature_gate()
             .key(K1, &k)
             .build();
         let out = w.kubectl_stdin(&jane(), &["create", "--dry-run=server", "-f", "-"], &c);
@@ -894,7 +832,7 @@ fn with_the_gate_down_cluster_writes_fail_closed_and_other_writes_work() {
     let mut gate = w.fail_closed.lock().unwrap_or_else(|p| p.into_inner());
     let c = cluster("fail-closed-demo")
         .label(GATE_LABEL, "fail-closed")
-        .key_ref(K1)
+        .key_ref(K1, K1, "key")
         .build();
     let out = w.kubectl_stdin(&jane(), &["create", "--dry-run=server", "-f", "-"], &c);
     assert!(out.status.success(), "with the gate up: {}", stderr(&out));
@@ -925,7 +863,7 @@ fn the_serving_certificate_rotates_while_kube_apiserver_keeps_calling() {
     w.stored(
         &cluster(name)
             .label(GATE_LABEL, "rotation")
-            .key_ref(K1)
+            .key_ref(K1, K1, "key")
             .build(),
         Some(active(K1)),
     );

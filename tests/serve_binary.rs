@@ -3,6 +3,7 @@
 //! server keeps accepting for `--shutdown-delay`, then it drains (the listener closes, a
 //! request in flight still completes) and the process exits 0. The captured logs carry no
 //! key material.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eargate_testkit::secrets::pem_body;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 
@@ -280,16 +282,9 @@ fn assert_no_key_material(logs: &str, certs: &Path, review: &[u8]) {
     }
     for file in ["tls.key", "ca.key"] {
         let pem = std::fs::read_to_string(certs.join(file)).unwrap();
-        secrets.push(pem.lines().filter(|l| !l.starts_with("-----")).collect());
+        secrets.push(pem_body(&pem));
     }
-    let windows: std::collections::HashSet<&[u8]> = secrets
-        .iter()
-        .flat_map(|s| s.as_bytes().windows(12.min(s.len())))
-        .collect();
-    assert!(
-        !logs.as_bytes().windows(12).any(|w| windows.contains(w)),
-        "key material in the logs"
-    );
+    eargate_testkit::secrets::assert_no_key_material(&secrets, [("the logs", logs)]);
 }
 
 /// With `--shutdown-delay 0s`, SIGTERM drains at once: the listener closes, a request whose

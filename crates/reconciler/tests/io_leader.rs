@@ -1,15 +1,13 @@
 //! Lease calls of leader election, asserted request by request.
-
-mod io_support;
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eargate_reconciler::leader::{run_with_leader_election, LeaderConfig, LeaderError};
-use eargate_reconciler::metrics::Metrics;
+use eargate_reconciler::{run_with_leader_election, LeaderConfig, LeaderError, Metrics};
+use eargate_testkit::mock_api::{mock_client, ApiServerVerifier};
 use http::Method;
-use io_support::{mock_client, ApiServerVerifier};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};

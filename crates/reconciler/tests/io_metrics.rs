@@ -1,9 +1,11 @@
-//! The metrics server answers /metrics, /healthz and /readyz over real TCP.
+//! The reconciler's metrics and readiness on the shared admin port, over real TCP.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::sync::Arc;
 
 use eargate_policy::model::EncryptionPhase;
-use eargate_reconciler::metrics::{serve_on, Metrics};
+use eargate_reconciler::Metrics;
+use eargate_runtime::AdminServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {
@@ -20,10 +22,7 @@ async fn serves_metrics_health_and_readiness() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = Arc::new(Metrics::new());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_on(listener, metrics.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let server = AdminServer::serve(listener, metrics.clone()).unwrap();
 
     assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
@@ -41,6 +40,5 @@ async fn serves_metrics_health_and_readiness() {
     assert!(body.contains("# EOF"), "{body}");
     assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
 
-    stop_tx.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await.unwrap();
 }

@@ -1,19 +1,15 @@
-//! What the controller's watches ask the API server for (issue 15 §4): Clusters in full,
+//! What the controller's watches ask the API server for: Clusters in full,
 //! API server Deployments by name, Jobs by label, and Secrets by their metadata only — a
 //! seed holds thousands of key-bearing Secrets, and none of their data may be listed or
 //! held in memory by the watch (the reconcile GETs the few Secrets it needs).
-
-mod io_support;
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use eargate_reconciler::context::Context;
-use eargate_reconciler::controller::run;
-use eargate_reconciler::metrics::Metrics;
-use eargate_reconciler::plan::Settings;
+use eargate_reconciler::{run, Context, Metrics, Settings};
+use eargate_testkit::mock_api::{mock_client, Call};
 use http::Method;
-use io_support::{mock_client, Call};
 use serde_json::json;
 
 const METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";

@@ -8,21 +8,20 @@
 //! Job progress (objects rewritten one by one through any instance), Job failures, and time
 //! passing (rollout timeouts). The simulated store remembers the key that sealed each object.
 //!
-//! Invariants at every step (see `sim::World::check_invariants`): every stored object can be
-//! read by every serving API server instance; once `Active`, every object of an encrypted
+//! Invariants at every step (see `eargate_testkit::sim::World::check_invariants`): every
+//! stored object can be read by every serving API server instance; once `Active`, every object of an encrypted
 //! resource is sealed with `activeKey`; after full decryption none is sealed; every rendered
 //! config passes kube-apiserver's validation and its secretbox keys are the spec's 32 bytes.
 //! At the end, left alone (retrying a `Failed` phase), the system reaches the spec's state.
-
-mod sim;
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::time::Duration;
 
 use eargate_policy::model::{EncryptionConfiguration, EncryptionPhase};
 use eargate_policy::policy::{validate, Operation, PolicyConfig, Request};
 use eargate_policy::ClusterFacts;
+use eargate_testkit::sim::*;
 use proptest::prelude::*;
-use sim::*;
 
 const POOL: usize = 5;
 
@@ -248,8 +247,17 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Cases per run: 256, or `PROPTEST_CASES` when set (to run more before and after a change of
+/// the planner). The explicit count would otherwise shadow proptest's own reading of it.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn no_data_loss_under_any_accepted_edit_sequence(ops in proptest::collection::vec(op(), 1..80)) {

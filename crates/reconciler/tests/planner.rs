@@ -1,14 +1,14 @@
-//! Table tests of the planner, one per phase and path of issue 4, driven through the
-//! simulated control plane (`sim`). Every step also checks the no-data-loss invariants.
-
-mod sim;
+//! Table tests of the planner, one per phase and path of the phase machine, driven through the
+//! simulated control plane (`eargate_testkit::sim`). Every step also checks the no-data-loss invariants.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::time::Duration;
 
 use eargate_policy::model::EncryptionPhase::{self, *};
 use eargate_policy::names;
-use eargate_reconciler::plan::{plan, Action, CONDITION_ENCRYPTION_RECONCILED};
-use sim::*;
+use eargate_reconciler::{plan, Action, KeySecret, CONDITION_ENCRYPTION_RECONCILED};
+use eargate_testkit::secrets::{assert_no_key_material, b64};
+use eargate_testkit::sim::*;
 
 fn active_key(w: &World) -> String {
     w.status().map(|s| s.active_key.clone()).unwrap_or_default()
@@ -353,8 +353,8 @@ fn controller_restart_in_every_phase_converges_without_duplicate_jobs() {
             }
             // Plans are deterministic: the same observation gives the same actions.
             assert_eq!(
-                plan(&w.observe(), &w.settings),
-                plan(&w.observe(), &w.settings)
+                plan(&w.snapshot(), &w.settings),
+                plan(&w.snapshot(), &w.settings)
             );
             w.reconcile_with(Some(crash_at));
             w.check_invariants();
@@ -407,9 +407,7 @@ fn missing_key_secret_is_reported_and_retried_never_silent() {
     // Invalid content.
     w.key_secrets.insert(
         "key-1".into(),
-        eargate_reconciler::plan::KeySecret::Data(
-            [("key".to_owned(), b"c2hvcnQ=".to_vec())].into(),
-        ),
+        KeySecret::Data([("key".to_owned(), b"c2hvcnQ=".to_vec())].into()),
     );
     let actions = w.reconcile();
     assert!(actions
@@ -418,18 +416,13 @@ fn missing_key_secret_is_reported_and_retried_never_silent() {
     // Fixed: proceeds.
     w.key_secrets.insert(
         "key-1".into(),
-        eargate_reconciler::plan::KeySecret::Data(
-            [("key".to_owned(), B64_KEY1.as_bytes().to_vec())].into(),
-        ),
+        KeySecret::Data([("key".to_owned(), B64_KEY1.as_bytes().to_vec())].into()),
     );
     run(&mut w);
     assert_eq!(w.phase(), Some(Active));
 }
 
-static B64_KEY1: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use base64::Engine as _;
-    B64.encode(material(1))
-});
+static B64_KEY1: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| b64(material(1)));
 
 #[test]
 fn missing_deployment_is_reported() {
@@ -445,16 +438,10 @@ fn missing_deployment_is_reported() {
 #[test]
 fn drifted_key_secret_keeps_rendered_material_and_reports() {
     let mut w = enabled_world();
-    let before = w.rendered.clone();
+    let before = w.config_secret.clone();
     w.key_secrets.insert(
         "key-1".into(),
-        eargate_reconciler::plan::KeySecret::Data(
-            [("key".to_owned(), {
-                use base64::Engine as _;
-                B64.encode(material(5)).into_bytes()
-            })]
-            .into(),
-        ),
+        KeySecret::Data([("key".to_owned(), b64(material(5)).into_bytes())].into()),
     );
     let actions = w.reconcile();
     assert!(actions
@@ -464,7 +451,7 @@ fn drifted_key_secret_keeps_rendered_material_and_reports() {
         .iter()
         .any(|a| matches!(a, Action::Event { reason, .. } if reason == "KeyDrift")));
     assert_eq!(
-        w.rendered, before,
+        w.config_secret, before,
         "rendered material never changes under the same name"
     );
     assert_eq!(
@@ -480,7 +467,7 @@ fn drifted_key_secret_keeps_rendered_material_and_reports() {
 #[test]
 fn unreadable_rendered_config_is_not_overwritten() {
     let mut w = enabled_world();
-    w.rendered.as_mut().unwrap().data = Some(b"apiVersion: v1\nkind: Nope\n".to_vec());
+    w.config_secret.as_mut().unwrap().data = Some(b"apiVersion: v1\nkind: Nope\n".to_vec());
     let actions = w.reconcile();
     assert!(actions
         .iter()
@@ -504,21 +491,19 @@ fn no_key_material_in_events_conditions_status_or_jobs() {
     w.key_secrets.remove("key-3");
     w.set_spec(Some(enc(true, &["secrets"], &[2, 1, 3])));
     w.reconcile();
-    let texts = w.texts();
-    for i in 0..6 {
-        use base64::Engine as _;
-        let b64 = B64.encode(material(i));
-        assert!(!texts.contains(&b64[..12]), "material of key-{i} leaked");
-        let hex = eargate_test_hex(&material(i));
-        assert!(!texts.contains(&hex[..16]));
-    }
-    let debug = format!("{:?}", w.observe());
-    assert!(!debug.contains(&{
-        use base64::Engine as _;
-        B64.encode(material(1))[..12].to_owned()
-    }));
+    // Every pool key, as base64 and as hex (how a byte slice would show in a message).
+    let keys: Vec<String> = (0..6)
+        .flat_map(|i| [b64(material(i)), hex(&material(i))])
+        .collect();
+    assert_no_key_material(
+        &keys,
+        [
+            ("an Event, condition, status or Job", w.texts()),
+            ("the snapshot's Debug form", format!("{:?}", w.snapshot())),
+        ],
+    );
 }
 
-fn eargate_test_hex(b: &[u8]) -> String {
+fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -2,6 +2,7 @@
 //! `scripts/bench-verify.sh`. Also writes the matching EncryptionConfiguration.
 //!
 //! `cargo run --release -p eargate-storage --example seed_secrets -- ENDPOINT N SIZE CONFIG_OUT`
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use base64::Engine as _;
 use eargate_storage::etcd_client::{Client, Txn, TxnOp};

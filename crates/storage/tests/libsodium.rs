@@ -1,17 +1,13 @@
 //! The seal format cross-checked with libsodium (PyNaCl): vectors sealed by libsodium open
 //! in eargate, and values sealed by eargate open in libsodium.
-
-mod support;
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use eargate_storage::SecretboxKey;
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use eargate_testkit::tools::{on_path, require_tool, workspace_root};
 
 /// `$EARGATE_PYTHON` (set by `make test`), else the project venv, else `python3` — if it
 /// can import nacl.
@@ -20,7 +16,7 @@ fn python() -> Option<PathBuf> {
         .map(PathBuf::from)
         .into_iter()
         .chain([workspace_root().join(".venv/bin/python")])
-        .chain(support::which("python3"))
+        .chain(on_path("python3"))
         .collect();
     candidates.into_iter().find(|p| {
         Command::new(p)
@@ -66,7 +62,7 @@ fn to_hex(b: &[u8]) -> String {
 #[test]
 fn libsodium_and_eargate_agree_both_ways() {
     let Some(python) = python() else {
-        support::require_tool("python with PyNaCl (EARGATE_PYTHON or .venv)", false);
+        require_tool("python with PyNaCl (EARGATE_PYTHON or .venv)", false);
         return;
     };
     // libsodium seals, eargate opens — and eargate's seal with the same nonce is identical.

@@ -14,15 +14,32 @@
 //!   on one etcd of their own, behind a Service address.
 //! - [`node_agent`]: kubelet and kube-controller-manager stand-in for one control-plane
 //!   namespace: rolls the user cluster's API servers and runs eargate's Jobs.
+//! - [`rollout`]: the seed side of a rollout (chart installed, the reconciler process, a
+//!   Cluster's control plane with its user cluster and node agent) and data to seed.
+//!
+//! And for tests without a real control plane:
+//! - [`fixtures`]: builders for a `Cluster` and the AdmissionReview that carries it.
+//! - [`mock_api`]: a `kube::Client` whose API server is the test, asserting each request.
+//! - [`sim`]: a simulated control plane that executes the reconciler's plans.
+//! - [`logs`]: log capture for tests that assert on log lines.
+//! - [`secrets`]: base64, and the one check that key material never shows.
 #![forbid(unsafe_code)]
+// Dev-only: like the tests it serves, a panic is how it reports a broken world.
+#![allow(clippy::unwrap_used)]
 
 pub mod apiserver;
 pub mod chart;
 pub mod etcd;
+pub mod fixtures;
 pub mod gate;
+pub mod logs;
+pub mod mock_api;
 pub mod node_agent;
 pub mod pki;
 pub mod process;
+pub mod rollout;
+pub mod secrets;
+pub mod sim;
 pub mod tools;
 pub mod user_cluster;
 

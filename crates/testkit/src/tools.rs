@@ -65,6 +65,15 @@ pub fn require_binary(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// `program` as `PATH` finds it, for tools any distribution ships (never the pinned control
+/// plane: see [`binary`]).
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
 /// The Python of the project venv (`$EARGATE_PYTHON`, else `.venv/bin/python`).
 pub fn python() -> Option<PathBuf> {
     let path = std::env::var_os("EARGATE_PYTHON")

@@ -1,21 +1,9 @@
-//! Test support for the storage crate: the test kit's real etcd (the pinned 3.6 build),
-//! plus the two things only these tests need: an `EtcdTarget` for eargate's client and a
-//! connected client.
-#![allow(dead_code)]
+//! The test kit's real etcd (the pinned 3.6 build) as eargate's storage client sees it: an
+//! `EtcdTarget` and a connected client.
 
 use std::time::{Duration, Instant};
 
 pub use eargate_testkit::etcd::Etcd;
-#[allow(unused_imports)]
-pub use eargate_testkit::tools::require_tool;
-
-/// Finds a program on PATH.
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
 
 /// eargate's view of a test etcd.
 pub(crate) trait EtcdExt {

@@ -1,7 +1,6 @@
 //! The ApiServerVerifier pattern (kube-rs controller-rs): a `kube::Client` over a
 //! `tower_test` mock service, and a verifier that takes each request the code under test
 //! sends, in order, asserts its method, path and query and body, and replies.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

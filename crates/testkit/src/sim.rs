@@ -2,7 +2,8 @@
 //! API server pods (each running the config it loaded when it started), re-encryption Jobs
 //! that rewrite objects one by one, and a store in which every object remembers the key it
 //! was sealed with. Actions from `plan()` are executed like the I/O layer would.
-#![allow(dead_code)]
+//!
+//! Shared by the reconciler's planner tests and its model-based property test.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,18 +11,18 @@ use std::time::Duration;
 use base64::Engine as _;
 use eargate_policy::apiserver_config::EncryptionConfig;
 use eargate_policy::model::{
-    Cluster, ClusterSpec, ClusterStatus, EncryptionConfiguration, EncryptionPhase, SecretKeyRef,
+    Cluster, EncryptionConfiguration, EncryptionPhase, SecretKeyRef,
     SecretboxEncryptionConfiguration, SecretboxKey,
 };
 use eargate_policy::names;
-use eargate_reconciler::job::job_name_for;
-use eargate_reconciler::plan::{
-    plan, Action, EncryptionStatusChange, JobState, KeySecret, Observed, Rendered, Rollout,
-    Settings,
+use eargate_reconciler::{
+    check_config, content_hash, control_plane_namespace, job_name_for, plan, Action,
+    ClusterSnapshot, ConfigSecret, EncryptionStatusChange, JobState, KeySecret, Rollout, Settings,
 };
 use k8s_openapi::jiff::Timestamp;
 
-pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+use crate::fixtures::ClusterFixture;
+use crate::secrets::{b64, unb64, B64};
 
 /// Material of pool key `i` (deterministic, distinct).
 pub fn material(i: usize) -> [u8; 32] {
@@ -45,7 +46,7 @@ pub fn spec_key(i: usize) -> SecretboxKey {
     if i.is_multiple_of(2) {
         SecretboxKey {
             name: key_name(i),
-            value: Some(B64.encode(material(i))),
+            value: Some(b64(material(i))),
             secret_ref: None,
         }
     } else {
@@ -98,7 +99,7 @@ pub struct SimJob {
 pub struct World {
     pub cluster: Cluster,
     pub key_secrets: BTreeMap<String, KeySecret>,
-    pub rendered: Option<Rendered>,
+    pub config_secret: Option<ConfigSecret>,
     pub template: Option<String>,
     pub started: Option<Timestamp>,
     pub pods: Vec<Pod>,
@@ -116,21 +117,10 @@ pub const RESOURCES: &[&str] = &["secrets", "configmaps"];
 
 impl World {
     pub fn new(pods: usize) -> Self {
-        let cluster = Cluster {
-            metadata: kube::api::ObjectMeta {
-                name: Some("c1".into()),
-                generation: Some(1),
-                ..Default::default()
-            },
-            spec: ClusterSpec {
-                features: BTreeMap::from([(names::FEATURE_ENCRYPTION_AT_REST.to_owned(), true)]),
-                encryption_configuration: None,
-            },
-            status: Some(ClusterStatus {
-                namespace_name: Some("cluster-c1".into()),
-                ..Default::default()
-            }),
-        };
+        let cluster = ClusterFixture::new("c1")
+            .generation(1)
+            .namespace_name("cluster-c1")
+            .typed();
         let key_secrets = (0..6)
             .filter(|i| i % 2 == 1)
             .map(|i| {
@@ -138,7 +128,7 @@ impl World {
                     key_name(i),
                     KeySecret::Data(BTreeMap::from([(
                         "key".to_owned(),
-                        B64.encode(material(i)).into_bytes(),
+                        b64(material(i)).into_bytes(),
                     )])),
                 )
             })
@@ -146,7 +136,7 @@ impl World {
         let mut w = Self {
             cluster,
             key_secrets,
-            rendered: None,
+            config_secret: None,
             template: None,
             started: None,
             pods: (0..pods)
@@ -204,13 +194,14 @@ impl World {
     }
 
     pub fn rendered_config(&self) -> Option<EncryptionConfig> {
-        self.rendered
+        self.config_secret
             .as_ref()
             .and_then(|r| r.data.as_ref())
             .map(|d| serde_yaml::from_slice(d).unwrap())
     }
 
-    pub fn observe(&self) -> Observed {
+    /// What the planner would read now.
+    pub fn snapshot(&self) -> ClusterSnapshot {
         let rollout = (!self.deployment_missing).then(|| {
             let n = self.pods.len() as i32;
             let updated = self
@@ -231,15 +222,15 @@ impl World {
             }
         });
         let job = self
-            .rendered
+            .config_secret
             .as_ref()
             .and_then(job_name_for)
             .and_then(|n| self.jobs.get(&n))
             .map(|j| j.state.clone());
-        Observed {
-            namespace: Observed::namespace_of(&self.cluster),
+        ClusterSnapshot {
+            namespace: control_plane_namespace(&self.cluster),
             cluster: self.cluster.clone(),
-            rendered: self.rendered.clone(),
+            config_secret: self.config_secret.clone(),
             key_secrets: self.key_secrets.clone(),
             rollout,
             job,
@@ -250,7 +241,7 @@ impl World {
     /// One reconcile: plan from scratch, execute the actions, stopping before action
     /// `fail_at` (an API error or a controller crash mid-way).
     pub fn reconcile_with(&mut self, fail_at: Option<usize>) -> Vec<Action> {
-        let actions = plan(&self.observe(), &self.settings);
+        let actions = plan(&self.snapshot(), &self.settings);
         for (i, a) in actions.iter().enumerate() {
             if fail_at == Some(i) {
                 break;
@@ -286,7 +277,7 @@ impl World {
                 hash,
                 annotations,
             } => {
-                self.rendered = Some(Rendered {
+                self.config_secret = Some(ConfigSecret {
                     data: Some(yaml.clone().into_bytes()),
                     labels: BTreeMap::from([(names::LABEL_CONFIG_HASH.to_owned(), hash.clone())]),
                     annotations: annotations.clone(),
@@ -330,7 +321,7 @@ impl World {
 
     /// The current content of the rendered Secret (what a starting pod loads).
     fn secret_content(&self) -> Option<Vec<u8>> {
-        self.rendered.as_ref().and_then(|r| r.data.clone())
+        self.config_secret.as_ref().and_then(|r| r.data.clone())
     }
 
     /// Replaces one pod of an old template with a new one; false when none is left.
@@ -446,18 +437,13 @@ impl World {
         format!(
             "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.cluster.status,
-            self.rendered,
+            self.config_secret,
             self.template,
             self.started,
             self.jobs,
             self.pods
                 .iter()
-                .map(|p| (
-                    &p.template,
-                    p.config
-                        .as_ref()
-                        .map(|c| eargate_reconciler::render::content_hash(c))
-                ))
+                .map(|p| (&p.template, p.config.as_ref().map(|c| content_hash(c))))
                 .collect::<Vec<_>>(),
             self.sealed_with()
         )
@@ -505,13 +491,12 @@ impl World {
             );
         }
         if let Some(cfg) = self.rendered_config() {
-            eargate_reconciler::render::check(&cfg)
-                .expect("rendered config passes kube-apiserver validation");
+            check_config(&cfg).expect("rendered config passes kube-apiserver validation");
             for p in &cfg.resources[0].providers {
                 for k in p.secretbox.iter().flat_map(|s| s.keys.iter()) {
                     let i: usize = k.name.strip_prefix("key-").unwrap().parse().unwrap();
                     assert_eq!(
-                        B64.decode(&k.secret).unwrap(),
+                        unb64(&k.secret),
                         material(i).to_vec(),
                         "rendered material of {} is the spec's 32 bytes",
                         k.name
@@ -568,10 +553,7 @@ fn writer(config: Option<&[u8]>, resource: &str) -> Seal {
     let ps = providers(config, resource)?;
     let first = ps.first()?;
     let k = first.secretbox.as_ref()?.keys.first()?;
-    Some((
-        k.name.clone(),
-        B64.decode(&k.secret).unwrap().try_into().unwrap(),
-    ))
+    Some((k.name.clone(), unb64(&k.secret).try_into().unwrap()))
 }
 
 pub fn readable(config: Option<&[u8]>, o: &Obj) -> bool {
