@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// mimalloc instead of glibc malloc: the admission server allocates small, short-lived
 /// buffers for every review, and glibc's malloc/free were a tenth of its CPU time.
 #[global_allocator]
@@ -13,6 +11,7 @@ fn main() -> ExitCode {
     // One rustls crypto provider for the whole process (server, kube client, etcd client).
     // Installing it explicitly keeps rustls from guessing when two are linked in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = eargate::cli::Cli::parse();
+    // Started as `kubectl-eargate` (kubectl's plugin name), help shows `kubectl eargate`.
+    let cli = eargate::cli::parse_args();
     eargate::cli::main(cli)
 }

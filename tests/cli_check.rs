@@ -1,4 +1,5 @@
 //! `eargate check` end to end: the built binary on the fixtures in examples/.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,6 +27,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The verdict of the only object checked, from `-o json`.
+fn first(o: &Output) -> Value {
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("JSON output");
+    let results = doc["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{doc}");
+    assert_eq!(doc["verdict"], results[0]["verdict"], "{doc}");
+    results[0].clone()
+}
+
 #[test]
 fn removing_the_active_key_is_denied_like_kubectl_shows_it() {
     let o = check(&[
@@ -37,9 +47,11 @@ fn removing_the_active_key_is_denied_like_kubectl_shows_it() {
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(
-        out.contains("Error from server (Forbidden): admission webhook \"validate.eargate.k8c.io\" denied the request: Cluster \"zt7q9h2mxk\": 2 problems"),
+        out.contains("cluster-remove-active-key.yaml: denied: update cluster.kubermatic.k8c.io/zt7q9h2mxk (offline check, as the webhook \"validate.eargate.k8c.io\" would deny it): Cluster \"zt7q9h2mxk\": 2 problems"),
         "{out}"
     );
+    // No server was involved: nothing may read like one answered.
+    assert!(!out.contains("Error from server"), "{out}");
     assert!(out.contains("- [EAR009] spec.encryptionConfiguration.secretbox.keys[0]: key \"encryption-key-2022-02\""), "{out}");
     assert!(out.contains("- [EAR010] spec.encryptionConfiguration.secretbox.keys: key \"encryption-key-2022-01\""), "{out}");
 }
@@ -48,7 +60,7 @@ fn removing_the_active_key_is_denied_like_kubectl_shows_it() {
 fn the_whole_review_file_gives_the_same_verdict_in_json() {
     let o = check(&["--new", "review-remove-active-key.json", "--output", "json"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON output");
+    let v = first(&o);
     assert_eq!(v["verdict"], "denied");
     assert_eq!(v["rules"], serde_json::json!(["EAR009", "EAR010"]));
     let violations = v["violations"].as_array().unwrap();
@@ -94,7 +106,7 @@ fn the_documented_rotation_is_allowed_step_by_step() {
 #[test]
 fn create_gets_defaults_and_the_patch_in_json() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let text = fresh(&std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap());
     let text = text.replace(
         "    resources:\n    - secrets\n    secretbox:",
         "    secretbox:",
@@ -103,7 +115,7 @@ fn create_gets_defaults_and_the_patch_in_json() {
     std::fs::write(&path, text).unwrap();
     let o = check(&["--new", path.to_str().unwrap(), "--output", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = first(&o);
     assert_eq!(v["verdict"], "allowed");
     assert_eq!(v["operation"], "CREATE");
     assert_eq!(v["patch"][0]["op"], "add");
@@ -164,7 +176,9 @@ fn bad_input_exits_2_with_the_failing_line() {
     let o = check(&["--new", "does-not-exist.yaml"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("cannot read does-not-exist.yaml"),
+        stderr(&o).contains(
+            "error: does-not-exist.yaml: cannot read the file: no such file or directory"
+        ),
         "{}",
         stderr(&o)
     );
@@ -181,7 +195,7 @@ fn bad_input_exits_2_with_the_failing_line() {
 #[test]
 fn wrongly_typed_encryption_fields_are_a_denial_not_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let text = fresh(&std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap());
     let path = dir.path().join("new.yaml");
     std::fs::write(
         &path,
@@ -310,7 +324,7 @@ fn validate_only_judges_the_list_as_written() {
             "json",
         ]);
         assert_eq!(o.status.code(), Some(1));
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v = first(&o);
         assert_eq!(v["verdict"], "denied");
         assert_eq!(v["rules"], serde_json::json!(["EAR005"]));
         assert_eq!(v["webhooks"], serde_json::json!(["validate"]));
@@ -334,7 +348,7 @@ fn validate_only_reads_no_resources_as_secrets() {
         "json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = first(&o);
     assert_eq!(v["verdict"], "allowed");
     assert!(v["patch"].is_null());
     // The documented rotation passes the validating webhook alone too: the examples are
@@ -347,4 +361,331 @@ fn validate_only_reads_no_resources_as_secrets() {
         "rotation-1-add-secondary.yaml",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+fn check_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eargate"))
+        .arg("check")
+        .args(args)
+        .current_dir(examples())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run eargate");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Exit 2, nothing on stdout reads "allowed", and stderr says `want`.
+fn refused(o: &Output, want: &[&str]) {
+    let (out, err) = (stdout(o), stderr(o));
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(!out.contains("allowed:"), "{out}");
+    for w in want {
+        assert!(err.contains(w), "want {w:?} in:\n{err}");
+    }
+}
+
+/// `examples/cluster-active.yaml` as a fresh manifest (no resourceVersion, no status).
+fn fresh(text: &str) -> String {
+    let text = text.replace("  resourceVersion: \"48211937\"\n", "");
+    let at = text.find("\nstatus:\n").expect("the fixture has a status");
+    format!("{}\n", &text[..at])
+}
+
+#[test]
+fn a_secret_is_refused_with_what_to_pass_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k1}\nstringData: {key: x}\n",
+    )
+    .unwrap();
+    let o = check(&["-f", path.to_str().unwrap()]);
+    refused(
+        &o,
+        &["is a Secret, not a Cluster", "Pass the Cluster with -f"],
+    );
+}
+
+#[test]
+fn the_old_api_group_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let path = dir.path().join("old-group.yaml");
+    std::fs::write(
+        &path,
+        fresh(&text).replace("kubermatic.k8c.io/v1", "kubermatic.k8s.io/v1"),
+    )
+    .unwrap();
+    let o = check(&["--new", path.to_str().unwrap()]);
+    refused(
+        &o,
+        &[
+            "apiVersion kubermatic.k8s.io/v1, Kubermatic's old API group",
+            "write apiVersion: kubermatic.k8c.io/v1",
+        ],
+    );
+}
+
+#[test]
+fn a_list_of_stored_clusters_is_refused_and_fresh_items_are_judged() {
+    // What `kubectl get clusters -o yaml` prints: stored objects, with resourceVersion.
+    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let stored: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [stored]});
+    let o = check_stdin(&["-f", "-"], &serde_json::to_string(&list).unwrap());
+    refused(
+        &o,
+        &[
+            "stdin#items[0]",
+            "is a stored object",
+            "--old",
+            "eargate check --cluster zt7q9h2mxk",
+        ],
+    );
+    // Manifests as a repository keeps them: each item judged.
+    let fresh: serde_json::Value = serde_yaml::from_str(&fresh(&text)).unwrap();
+    let mut second = fresh.clone();
+    second["metadata"]["name"] = "second".into();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [fresh, second]});
+    let o = check_stdin(&["-f", "-"], &serde_yaml::to_string(&list).unwrap());
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("stdin#items[0]: allowed: create cluster.kubermatic.k8c.io/zt7q9h2mxk")
+            && out.contains("stdin#items[1]: allowed: create cluster.kubermatic.k8c.io/second")
+            && out.contains("2 objects: 2 allowed, 0 denied, 0 not checked"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_stored_object_without_old_is_not_judged_as_a_create() {
+    let o = check(&["--new", "cluster-remove-active-key.yaml"]);
+    refused(
+        &o,
+        &[
+            "Cluster \"zt7q9h2mxk\" is a stored object (it has metadata.resourceVersion and status.encryption)",
+            "Pass the stored object with --old and the edited one with -f",
+        ],
+    );
+}
+
+#[test]
+fn old_must_be_the_same_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.yaml");
+    std::fs::write(
+        &secret,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: zt7q9h2mxk}\n",
+    )
+    .unwrap();
+    let o = check(&[
+        "--old",
+        secret.to_str().unwrap(),
+        "-f",
+        "rotation-1-add-secondary.yaml",
+    ]);
+    refused(&o, &["--old", "is a Secret, not a Cluster"]);
+    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        text.replace("name: zt7q9h2mxk", "name: someone-else"),
+    )
+    .unwrap();
+    let o = check(&[
+        "--old",
+        other.to_str().unwrap(),
+        "-f",
+        "rotation-1-add-secondary.yaml",
+    ]);
+    refused(
+        &o,
+        &[
+            "--old is Cluster \"someone-else\" but -f is Cluster \"zt7q9h2mxk\"",
+            "stored version",
+        ],
+    );
+}
+
+#[test]
+fn an_unknown_subresource_is_refused() {
+    let o = check(&[
+        "--old",
+        "cluster-active.yaml",
+        "-f",
+        "rotation-1-add-secondary.yaml",
+        "--subresource",
+        "stauts",
+    ]);
+    refused(&o, &["'stauts'", "possible values: status"]);
+    // And the status subresource needs the stored object.
+    let o = check(&[
+        "-f",
+        "rotation-1-add-secondary.yaml",
+        "--subresource",
+        "status",
+    ]);
+    refused(&o, &["--subresource status judges an UPDATE", "--old"]);
+}
+
+#[test]
+fn an_update_review_without_old_object_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut review: Value = serde_json::from_str(
+        &std::fs::read_to_string(examples().join("review-remove-active-key.json")).unwrap(),
+    )
+    .unwrap();
+    review["request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("oldObject");
+    let path = dir.path().join("review.json");
+    std::fs::write(&path, review.to_string()).unwrap();
+    let o = check(&["-f", path.to_str().unwrap()]);
+    refused(
+        &o,
+        &["an UPDATE without request.oldObject", "--old STORED.yaml"],
+    );
+    // A review for another kind is not "allowed, unchecked" either.
+    review = serde_json::from_str(
+        &std::fs::read_to_string(examples().join("review-remove-active-key.json")).unwrap(),
+    )
+    .unwrap();
+    review["request"]["kind"] = serde_json::json!({"group": "", "version": "v1", "kind": "Secret"});
+    std::fs::write(&path, review.to_string()).unwrap();
+    let o = check(&["-f", path.to_str().unwrap()]);
+    refused(
+        &o,
+        &["the AdmissionReview is for Secret.", "nothing was checked"],
+    );
+    assert!(!stderr(&o).contains("unchecked"), "{}", stderr(&o));
+}
+
+#[test]
+fn warnings_go_to_stderr_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(examples().join("cluster-active.yaml")).unwrap();
+    let path = dir.path().join("new.yaml");
+    std::fs::write(
+        &path,
+        fresh(&text).replace(
+            "    resources:\n    - secrets\n    secretbox:",
+            "    secretbox:",
+        ),
+    )
+    .unwrap();
+    let o = check(&["-f", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("defaulted to [secrets]").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("enabling encryption at rest").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.starts_with("Warning: "), "{err}");
+    assert!(!stdout(&o).contains("Warning"), "{}", stdout(&o));
+    // In JSON, warnings carry the webhook and the field they are about.
+    let o = check(&["-f", path.to_str().unwrap(), "-o", "json"]);
+    let v = first(&o);
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{v}");
+    assert_eq!(warnings[0]["webhook"], "mutate");
+    assert_eq!(
+        warnings[0]["field"],
+        "spec.encryptionConfiguration.resources"
+    );
+}
+
+#[test]
+fn a_fleet_directory_gets_one_verdict_per_cluster_and_the_worst_exit_code() {
+    let o = check(&["-f", "fleet"]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    for want in [
+        "fleet/data-team.yaml#1: allowed: create cluster.kubermatic.k8c.io/analytics",
+        "fleet/data-team.yaml#2: denied: create cluster.kubermatic.k8c.io/ml-training",
+        "- [EAR001]",
+        "fleet/payments-prod.yaml: allowed: create cluster.kubermatic.k8c.io/payments-prod",
+        "fleet/payments-staging.yaml: allowed: create cluster.kubermatic.k8c.io/payments-staging",
+        "mutated (defaults)",
+        "6 objects: 3 allowed, 1 denied, 1 not checked (errors), 1 skipped (not Clusters)",
+    ] {
+        assert!(out.contains(want), "want {want:?} in:\n{out}");
+    }
+    assert!(
+        err.contains(
+            "error: fleet/legacy/edge-1.yaml: the object has apiVersion kubermatic.k8s.io/v1"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped: fleet/payments-prod-key.yaml: a Secret, not a Cluster"),
+        "{err}"
+    );
+    // Without the legacy file: the denial decides.
+    let o = check(&[
+        "-f",
+        "fleet/payments-prod.yaml",
+        "-f",
+        "fleet/data-team.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // One JSON document with every verdict.
+    let o = check(&["-f", "fleet", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["verdict"], "error");
+    assert_eq!(doc["exitCode"], 2);
+    assert_eq!(
+        doc["counts"],
+        serde_json::json!({"allowed": 3, "denied": 1, "error": 1, "skipped": 1})
+    );
+    let results = doc["results"].as_array().unwrap();
+    let legacy = results
+        .iter()
+        .find(|r| r["source"] == "fleet/legacy/edge-1.yaml")
+        .unwrap();
+    assert_eq!(legacy["verdict"], "error");
+    assert!(legacy["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("old API group"));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn input_errors_are_json_on_stdout_in_json_mode() {
+    let o = check(&["-f", "does-not-exist.yaml", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v = first(&o);
+    assert_eq!(v["verdict"], "error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot read the file"));
+    assert_eq!(v["source"], "does-not-exist.yaml");
+    // An error of the whole command is one document too.
+    let o = check(&["--old", "cluster-active.yaml", "-f", "fleet", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--old pairs with one edited object"),
+        "{v}"
+    );
+    assert_eq!(v["exitCode"], 2);
 }

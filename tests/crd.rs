@@ -2,6 +2,7 @@
 //! generates from the Rust types, and that CRD is one the API server accepts: a structural
 //! schema (Kubernetes' rules for `apiextensions.k8s.io/v1`) whose printer columns point at
 //! fields it declares. Regenerate the chart's copy with `make crd`.
+#![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::path::Path;
 use std::process::Command;
@@ -230,4 +231,42 @@ fn the_structural_check_catches_what_the_api_server_rejects() {
             "missing {expected:?} in {violations:?}"
         );
     }
+}
+
+#[test]
+fn kubectl_explain_and_get_read_well() {
+    let crd = generated();
+    let text = crd.to_string();
+    // kube-derive's placeholder would be what `kubectl explain clusters` shows.
+    assert!(!text.contains("Auto-generated derived type"), "{text}");
+    let version = &crd["spec"]["versions"][0];
+    let description = version["schema"]["openAPIV3Schema"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(
+        description.starts_with("A Kubermatic user cluster."),
+        "{description}"
+    );
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["jsonPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ".status.encryption.phase",
+            ".status.encryption.activeKey",
+            ".metadata.creationTimestamp"
+        ]
+    );
+    // `-o json` prints the same CRD.
+    let out = Command::new(env!("CARGO_BIN_EXE_eargate"))
+        .args(["crd", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json, crd);
 }

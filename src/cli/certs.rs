@@ -9,6 +9,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use eargate_admission::dev_certs::{self, Validity};
+use serde_json::json;
+
+use super::Output;
+
+/// Names of the serving certificate when none are given: the local server (`make run`)
+/// and the chart's webhook Service with its default release name and namespace.
+pub const DEFAULT_DNS_NAMES: [&str; 2] = ["localhost", "eargate-webhook.eargate-system.svc"];
+/// The loopback address, for clients that connect by IP.
+pub const DEFAULT_IPS: [IpAddr; 1] = [IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,7 +25,8 @@ pub struct Args {
     #[arg(long, default_value = "certs")]
     pub out_dir: PathBuf,
     /// DNS name of the serving certificate (repeatable), e.g. the webhook Service's
-    /// `<service>.<namespace>.svc`.
+    /// `<service>.<namespace>.svc`. Without --dns-name and --ip: localhost, 127.0.0.1 and
+    /// eargate-webhook.eargate-system.svc.
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
     /// IP address of the serving certificate (repeatable).
@@ -28,6 +38,9 @@ pub struct Args {
     /// Replace existing files instead of refusing.
     #[arg(long)]
     pub force: bool,
+    /// Output format of the summary: a line of text, or a JSON/YAML document.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 const FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
@@ -45,26 +58,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let (dns_names, ips) = if args.dns_names.is_empty() && args.ips.is_empty() {
+        (
+            DEFAULT_DNS_NAMES.iter().map(|n| n.to_string()).collect(),
+            DEFAULT_IPS.to_vec(),
+        )
+    } else {
+        (args.dns_names.clone(), args.ips.clone())
+    };
     let certs = dev_certs::generate(
-        &args.dns_names,
-        &args.ips,
+        &dns_names,
+        &ips,
         Validity {
             serving_days: args.days,
             ca_days: args.days.max(3650),
         },
     )?;
     fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+        .with_context(|| format!("cannot create {} (--out-dir)", args.out_dir.display()))?;
     write(&args.out_dir.join("ca.crt"), &certs.ca_cert_pem, false)?;
     write(&args.out_dir.join("ca.key"), &certs.ca_key_pem, true)?;
     write(&args.out_dir.join("tls.crt"), &certs.cert_pem, false)?;
     write(&args.out_dir.join("tls.key"), &certs.key_pem, true)?;
-    let names: Vec<String> = args
-        .dns_names
+    let names: Vec<String> = dns_names
         .iter()
         .cloned()
-        .chain(args.ips.iter().map(IpAddr::to_string))
+        .chain(ips.iter().map(IpAddr::to_string))
         .collect();
+    if args.output != Output::Text {
+        let dir = args.out_dir.display().to_string();
+        let files: Vec<String> = FILES.iter().map(|f| format!("{dir}/{f}")).collect();
+        args.output
+            .print_value(&json!({"files": files, "names": names, "days": args.days}))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "wrote {dir}/ca.crt, {dir}/ca.key, {dir}/tls.crt, {dir}/tls.key (serving certificate for {names}, {days} days)",
         dir = args.out_dir.display(),

@@ -13,7 +13,11 @@ use kube::CustomResourceExt as _;
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Output format: YAML (the chart's copy; `text` is the same) or JSON.
+    #[arg(short = 'o', long, value_enum, default_value_t = super::Output::Yaml)]
+    pub output: super::Output,
+}
 
 /// The Cluster CRD (a `CustomResourceDefinition` object) as the API server should receive it.
 ///
@@ -65,8 +69,11 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(format!("---\n{yaml}"))
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    print!("{}", crd_yaml()?);
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.output {
+        super::Output::Json => super::Output::Json.print_value(&cluster_crd()?)?,
+        super::Output::Yaml | super::Output::Text => print!("{}", crd_yaml()?),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

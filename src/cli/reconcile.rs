@@ -8,21 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use eargate_policy::names;
-use eargate_reconciler::context::Config;
-use eargate_reconciler::leader::{run_with_leader_election, LeaderConfig};
-use eargate_reconciler::metrics::{self, Metrics};
+use eargate_reconciler::{run_with_leader_election, Config, LeaderConfig, Metrics};
+use eargate_runtime::{AdminServer, CancellationToken};
 use tracing::{error, info};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use eargate_runtime::LogFormat;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, default_value = names::DEFAULT_METRICS_LISTEN)]
+    #[arg(long, default_value = names::DEFAULT_METRICS_LISTEN, value_parser = super::flags::parse_listen)]
     pub metrics_listen: SocketAddr,
     /// Image of the re-encryption Job (runs `eargate reencrypt`).
     #[arg(long, env = "EARGATE_JOB_IMAGE")]
@@ -54,54 +49,12 @@ pub struct Args {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub kube: super::kubeapi::KubeArgs,
 }
 
-/// Parses `15m`, `90s`, `1h30m`, `500ms`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {text:?}: expected a number before a unit"
-            ));
-        }
-        let value: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let part = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            unit => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-                ))
-            }
-        };
-        total = total.saturating_add(part);
-        rest = &rest[unit_len..];
-    }
-    if total.is_zero() {
-        return Err(format!("invalid duration {text:?}: must be above zero"));
-    }
-    Ok(total)
-}
+/// Durations read the same in every subcommand.
+pub use super::flags::parse_duration;
 
 fn default_identity() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -110,44 +63,6 @@ fn default_identity() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| format!("{}-{}", names::RECONCILER_NAME, std::process::id()))
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
-/// Resolves when SIGTERM or Ctrl-C arrives.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(err) => {
-                error!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops the reconciler");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -167,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("{flag} must not be empty");
         }
     }
-    init_logging(args.log_format);
+    let _log_guard = eargate_runtime::init_logging(args.log_format);
     let identity = args
         .identity
         .clone()
@@ -183,45 +98,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let runtime = super::runtime()?;
     runtime.block_on(async move {
-        let client = kube::Client::try_default()
-            .await
-            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        let signals = eargate_runtime::Signals::listen()?;
+        let client = args.kube.target().await?.client()?;
         let metrics = Arc::new(Metrics::new());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
-        let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        let stop = CancellationToken::new();
+        let admin = AdminServer::start(args.metrics_listen, metrics.clone())
             .await
-            .with_context(|| format!("binding the metrics server to {}", args.metrics_listen))?;
-        let server = tokio::spawn(metrics::serve_on(listener, metrics.clone(), stopped()));
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            info!("shutdown requested");
-            let _ = stop_tx.send(true);
-        });
-        info!(identity = %identity, metrics = %args.metrics_listen, "starting the reconciler");
-        let ctx =
-            eargate_reconciler::context::Context::new(client.clone(), config, metrics.clone());
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (--metrics-listen)",
+                    args.metrics_listen
+                )
+            })?;
+        eargate_runtime::cancel_on_signal(signals, stop.clone());
+        info!(identity = %identity, metrics = %admin.addr(), "starting the reconciler");
+        let ctx = eargate_reconciler::Context::new(client.clone(), config, metrics.clone());
         metrics.set_ready(true);
         if args.no_leader_election {
             metrics.set_leader(true);
             tokio::select! {
-                () = eargate_reconciler::controller::run(ctx) => {}
-                () = stopped() => {}
+                () = eargate_reconciler::run(ctx) => {}
+                () = stop.cancelled() => {}
             }
         } else {
             let leader = LeaderConfig::new(args.lease_namespace, args.lease_name, identity);
-            run_with_leader_election(client, leader, &metrics, stopped(), || {
-                eargate_reconciler::controller::run(ctx.clone())
+            run_with_leader_election(client, leader, &metrics, stop.cancelled(), || {
+                eargate_reconciler::run(ctx.clone())
             })
             .await?;
         }
         metrics.set_ready(false);
-        let _ = server.await;
+        if let Err(err) = admin.stop().await {
+            error!(error = %err, "metrics server stopped");
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -230,18 +139,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_go_style_durations() {
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        for bad in ["", "m", "15x", "0s", "-1m", "1.5m"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn flags_and_defaults_match_the_chart() {

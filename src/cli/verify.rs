@@ -41,20 +41,21 @@ pub struct Args {
     #[arg(long)]
     pub history: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: Output,
     /// Offending objects listed per section before the rest are only counted.
     #[arg(long, default_value_t = DEFAULT_OFFENDER_LIMIT)]
     pub max_offenders: usize,
-    /// Timeout for connecting and for each etcd request, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub timeout_seconds: u64,
+    /// Timeout for connecting and for each etcd request (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = super::flags::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Reads kube-apiserver's EncryptionConfiguration (YAML is a superset of JSON).
 pub fn read_config(path: &std::path::Path) -> anyhow::Result<EncryptionConfig> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the encryption config {}", path.display()))?;
+        .with_context(|| format!("cannot read {} (--encryption-config)", path.display()))?;
+    super::render::refuse_redacted(path, "--encryption-config", &text)?;
     // serde_yaml's messages quote the offending input, which may be key material: keep
     // only the location.
     serde_yaml::from_str(&text).map_err(|e| {
@@ -84,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ca_file: args.cacert,
         cert_file: args.cert,
         key_file: args.key,
-        timeout: Some(Duration::from_secs(args.timeout_seconds.max(1))),
+        timeout: Some(args.timeout),
     };
     let report = super::runtime()?.block_on(async {
         let client = connect(&target).await?;
@@ -93,6 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.output {
         Output::Text => print!("{}", report.to_text()),
         Output::Json => println!("{}", report.to_json()),
+        Output::Yaml => {
+            let value: serde_json::Value = serde_json::from_str(&report.to_json())?;
+            Output::Yaml.print_value(&value)?;
+        }
     }
     Ok(if report.ok {
         ExitCode::SUCCESS
