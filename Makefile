@@ -6,12 +6,15 @@ LISTEN ?= 127.0.0.1:8443
 METRICS_LISTEN ?= 127.0.0.1:9090
 EARGATE := target/debug/eargate
 
-.PHONY: all build run certs test test-deps lint fmt fuzz test-rust test-chart test-rollout bench bench-webhook bench-reencrypt bench-verify image crd docs clean-certs
+.PHONY: all build run certs test test-deps lint fmt fuzz test-rust test-chart test-rollout bench bench-rollout scale bench-webhook bench-reencrypt bench-verify image crd docs clean-certs
 
 all: build
 
+# --workspace --all-targets resolves features as `cargo test --workspace --all-targets` does
+# (dev-dependencies turn on extra features of tokio, syn, ...), so `make run` after `make test`
+# reuses the test build's binary instead of rebuilding about a hundred crates.
 build:
-	$(CARGO) build --bin eargate
+	$(CARGO) build --workspace --all-targets
 
 ## certs: development CA + serving certificate in certs/ (kept when present)
 certs: build
@@ -28,7 +31,7 @@ run: certs
 	@echo "  curl --cacert certs/ca.crt -H 'Content-Type: application/json' \\"
 	@echo "       --data @examples/review-remove-active-key.json https://localhost:$(lastword $(subst :, ,$(LISTEN)))/validate"
 	@echo
-	@echo "  ($(EARGATE) check --old examples/cluster-active.yaml --new examples/cluster-remove-active-key.yaml tries the same edit offline)"
+	@echo "  ($(EARGATE) check --old examples/cluster-active.yaml -f examples/cluster-remove-active-key.yaml tries the same edit offline)"
 	@echo
 	$(EARGATE) serve --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) \
 	  --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key
@@ -39,12 +42,14 @@ test: test-deps lint test-rust test-chart
 test-deps:
 	bash scripts/install-test-deps.sh
 
-## lint: rustfmt and clippy; a machine without one of them says so loudly instead of failing
+## lint: rustfmt, clippy and cargo-machete (unused dependencies); a machine without one of them says so loudly instead of failing
 lint:
 	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \
 	else echo; echo "!!!!!!!! make lint: 'cargo fmt' is NOT INSTALLED on this machine; formatting was NOT checked (rustup component add rustfmt) !!!!!!!!"; echo; fi
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --workspace --all-targets -- -D warnings; \
 	else echo; echo "!!!!!!!! make lint: 'cargo clippy' is NOT INSTALLED on this machine; lints were NOT checked (rustup component add clippy) !!!!!!!!"; echo; fi
+	@if $(CARGO) machete --version >/dev/null 2>&1; then $(CARGO) machete; \
+	else echo; echo "!!!!!!!! make lint: 'cargo machete' is NOT INSTALLED on this machine; unused dependencies were NOT checked (make test-deps installs it) !!!!!!!!"; echo; fi
 
 # EARGATE_FUZZ_SECONDS: the time-bounded round of the decoder fuzzing (crates/policy/tests/fuzz_review.rs).
 test-rust:
@@ -68,9 +73,20 @@ fuzz:
 	mkdir -p target/fuzz-corpus
 	cd crates/policy/fuzz && $(CARGO) +nightly fuzz run review ../../../target/fuzz-corpus corpus/review -- -max_total_time=$(FUZZ_SECONDS)
 
-## bench: every benchmark (criterion), then the load benchmarks
+## bench: the criterion benchmarks of every crate (the control-plane benchmarks are bench-rollout and scale)
 bench:
-	$(CARGO) bench --workspace
+	$(CARGO) bench --workspace --exclude eargate
+
+## bench-rollout: on real kube-apiservers: re-encrypt 20,000 Secrets (eargate reencrypt vs.
+## kubectl get | kubectl replace), enabling -> Active for 2,000 and 20,000 Secrets, verify vs.
+## etcdctl get --prefix (benches/rollout.rs; report in target/bench/rollout.md)
+bench-rollout: test-deps
+	EARGATE_REQUIRE_TOOLS=1 $(CARGO) bench --bench rollout
+
+## scale: one seed holding 300 Clusters and 10,000 unrelated Secrets: time until all are
+## Active, reconciler RSS (benches/scale.rs; report in target/bench/scale.md)
+scale: test-deps
+	EARGATE_REQUIRE_TOOLS=1 $(CARGO) bench --bench scale
 
 ## bench-webhook: eargate serve vs. a bare TLS endpoint (same stack, fixed reply): rotation UPDATE review, 32 keep-alive TLS connections, 20 s (wrk)
 bench-webhook:

@@ -16,6 +16,12 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
 fi
 
+# cargo-machete: `make lint` checks for unused dependencies with it (pinned, built once).
+machete_version=0.9.2
+if ! cargo machete --version 2>/dev/null | grep -qx "$machete_version"; then
+  cargo install --locked --quiet cargo-machete --version "$machete_version"
+fi
+
 # Python tools for the chart tests and the libsodium cross-check, in a project venv.
 venv=.venv
 if [ ! -x "$venv/bin/python" ]; then
@@ -31,4 +37,4 @@ fi
 # The real control plane: etcd, kube-apiserver and kubectl, built from pinned Go modules
 # (tools/etcd, tools/kubernetes) once per version into ~/.cache/eargate-tools.
 bin=$(bash scripts/build-control-plane.sh)
-echo "install-test-deps: $("$bin/kube-apiserver" --version), kubectl $("$bin/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), etcd $("$bin/etcd" --version | head -1 | awk '{print $3}'), protoc $(protoc --version | awk '{print $2}'), python venv ready"
+echo "install-test-deps: $("$bin/kube-apiserver" --version), kubectl $("$bin/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1), etcd $("$bin/etcd" --version | head -1 | awk '{print $3}'), protoc $(protoc --version | awk '{print $2}'), cargo-machete $(cargo machete --version), python venv ready"
