@@ -64,6 +64,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` (make test) runs this binary
+    // without it, and a benchmark of many minutes has no place there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "{}: a benchmark; run it with cargo bench (see the Makefile)",
+            file!()
+        );
+        return;
+    }
     let parts: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))

@@ -47,6 +47,15 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` (make test) runs this binary
+    // without it, and a benchmark of many minutes has no place there.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "{}: a benchmark; run it with cargo bench (see the Makefile)",
+            file!()
+        );
+        return;
+    }
     let clusters = env_usize("EARGATE_SCALE_CLUSTERS", 300);
     let secrets = env_usize("EARGATE_SCALE_SECRETS", 10_000);
     let secret_bytes = env_usize("EARGATE_SCALE_SECRET_BYTES", 16 * 1024);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of `eargate reencrypt` (issue 5): rewrite OBJECTS Secrets through the in-process
+# Benchmark of `eargate reencrypt`: rewrite OBJECTS Secrets through the in-process
 # Kubernetes API stand-in (crates/reencrypt/tests/support/standin.rs, served by the
 # `reencrypt-standin` example) with LATENCY_MS added to every request. Reports objects/s
 # and the peak RSS of the eargate process (targets: >= 2,000 objects/s at concurrency 16,

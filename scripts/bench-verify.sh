@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for `eargate verify` (issue 6): 50,000 Secrets of ~1 KB in a real etcd; eargate's
+# Benchmark for `eargate verify`: 50,000 Secrets of ~1 KB in a real etcd; eargate's
 # scan (which opens every value) next to `etcdctl get --prefix /registry/secrets` written to
 # /dev/null, in the same run. Target: eargate <= 1.5x etcdctl.
 #

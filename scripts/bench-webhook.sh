@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark of `eargate serve` (issue 3): a typical rotation UPDATE review (old
+# Load benchmark of `eargate serve`: a typical rotation UPDATE review (old
 # Cluster examples/cluster-active.yaml, new examples/rotation-1-add-secondary.yaml, ~6 KB
 # each, compact JSON) POSTed to /validate over keep-alive TLS by `wrk` (Debian), 32
 # connections, 20 s — and, in the same run, the same load against the transport ceiling:

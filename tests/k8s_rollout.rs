@@ -1,4 +1,4 @@
-//! The whole rollout on real API servers (issue 14): enable, rotate, change the resource list
+//! The whole rollout on real API servers: enable, rotate, change the resource list
 //! and disable, proven in the etcd that kube-apiserver wrote.
 //!
 //! The world:

@@ -1,4 +1,4 @@
-//! `/validate` judges the object it receives (issue 15 §1). When the mutating webhook did
+//! `/validate` judges the object it receives. When the mutating webhook did
 //! not run — not installed, skipped, or a later mutating webhook re-added an entry —
 //! `/validate` alone must deny a `resources` list kube-apiserver would refuse or silently
 //! misread (capitals, duplicates, surrounding whitespace), and say that the mutating webhook

@@ -1,4 +1,4 @@
-//! Target (issue 2): deciding a typical UPDATE review (~6 KB Cluster, old and new) including
+//! Target: deciding a typical UPDATE review (~6 KB Cluster, old and new) including
 //! JSON decode and encode costs no more than 2x a bare `serde_json::from_slice::<Value>` of
 //! the same review. Run: `cargo bench -p eargate-policy --bench review`.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report

@@ -1,4 +1,4 @@
-//! The validating webhook on its own (issue 15 §1): it judges `resources` exactly as
+//! The validating webhook on its own: it judges `resources` exactly as
 //! received, assuming only that a missing or empty list means `[secrets]`. What the mutating
 //! webhook would rewrite (capitals, surrounding whitespace, duplicates) is denied by EAR005
 //! with a pointer at the mutating webhook; the mutating webhook itself still normalises.
