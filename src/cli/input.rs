@@ -228,25 +228,7 @@ fn kind_of(v: &Value) -> &'static str {
 /// A parser message without its position (ours is added) and with quoted fragments
 /// removed (they may be key material).
 pub fn scrub(message: &str) -> String {
-    let message = message.split(" at line ").next().unwrap_or(message);
-    let mut out = String::new();
-    let mut skip: Option<char> = None;
-    for c in message.chars() {
-        match skip {
-            Some(end) if c == end => {
-                skip = None;
-                out.push('…');
-                out.push(c);
-            }
-            Some(_) => {}
-            None if c == '`' || c == '"' => {
-                skip = Some(c);
-                out.push(c);
-            }
-            None => out.push(c),
-        }
-    }
-    out
+    eargate_policy::keys::scrub_quoted(message.split(" at line ").next().unwrap_or(message))
 }
 
 #[cfg(test)]

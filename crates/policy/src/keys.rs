@@ -62,6 +62,30 @@ pub fn decode_go_std(value: &str) -> Result<Vec<u8>, KeyError> {
     })
 }
 
+/// A parser's message with every quoted or back-ticked fragment replaced by `…`: serde and
+/// YAML errors quote the offending value, which may be key material. The one place that
+/// makes such messages safe to print (CLI input, `eargate render`).
+pub fn scrub_quoted(message: &str) -> String {
+    let mut out = String::new();
+    let mut skip: Option<char> = None;
+    for c in message.chars() {
+        match skip {
+            Some(end) if c == end => {
+                skip = None;
+                out.push('…');
+                out.push(c);
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                skip = Some(c);
+                out.push(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +138,19 @@ mod tests {
         let bad = "c2VjcmV0LW1hdGVyaWFs!";
         let msg = decode_key(bad).unwrap_err().to_string();
         assert!(!msg.contains("c2Vj"), "{msg}");
+    }
+
+    #[test]
+    fn quoted_fragments_never_reach_a_message() {
+        assert_eq!(
+            scrub_quoted("invalid type: string \"c2VjcmV0\", expected a sequence"),
+            "invalid type: string \"…\", expected a sequence"
+        );
+        assert_eq!(
+            scrub_quoted("unknown field `s3cr3t`, expected one of `name`"),
+            "unknown field `…`, expected one of `…`"
+        );
+        // An unclosed quote hides the rest rather than printing it.
+        assert_eq!(scrub_quoted("bad \"c2VjcmV0"), "bad \"");
     }
 }

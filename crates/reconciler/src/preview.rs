@@ -46,28 +46,6 @@ fn where_(e: &serde_yaml::Error) -> String {
     }
 }
 
-/// A serde message with quoted or back-ticked fragments removed (they may be key material).
-fn scrub(msg: &str) -> String {
-    let mut out = String::new();
-    let mut skip: Option<char> = None;
-    for c in msg.chars() {
-        match skip {
-            Some(end) if c == end => {
-                skip = None;
-                out.push('…');
-                out.push(c);
-            }
-            Some(_) => {}
-            None if c == '`' || c == '"' => {
-                skip = Some(c);
-                out.push(c);
-            }
-            None => out.push(c),
-        }
-    }
-    out
-}
-
 fn documents(file: &str, text: &str) -> Result<Vec<Value>, PreviewError> {
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
@@ -106,7 +84,10 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<Cluster, PreviewError> {
     serde_json::from_value(doc.clone()).map_err(|e| {
         input(
             file,
-            format!("not a valid Cluster: {}", scrub(&e.to_string())),
+            format!(
+                "not a valid Cluster: {}",
+                eargate_policy::keys::scrub_quoted(&e.to_string())
+            ),
         )
     })
 }
