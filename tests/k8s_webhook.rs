@@ -12,13 +12,14 @@
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use eargate_testkit::chart;
 use eargate_testkit::fixtures::{active, encryption_status, ClusterFixture};
 use eargate_testkit::gate::{webhook_args, webhooks_pointed_at, Gate};
+use eargate_testkit::rollout::kubectl_stdin;
 use eargate_testkit::secrets::{assert_no_key_material, b64, test_key};
 use eargate_testkit::{ControlPlane, Identity};
 use serde_json::{json, Value};
@@ -115,7 +116,7 @@ fn build_world() -> Option<World> {
 /// schema, its admission) without storing it.
 fn dry_run_apply(cp: &ControlPlane, objects: &[Value]) {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    let out = run(
+    let out = kubectl_stdin(
         cp.kubectl(&Identity::admin())
             .args(["apply", "--dry-run=server", "-f", "-"]),
         &list.to_string(),
@@ -164,7 +165,7 @@ impl World {
     }
 
     fn kubectl_stdin(&self, who: &Identity, args: &[&str], object: &Value) -> Output {
-        run(
+        kubectl_stdin(
             self.cp.kubectl(who).args(args),
             // JSON, not YAML: kubectl reads YAML 1.1, where a bare `yes` is a boolean.
             &object.to_string(),
@@ -245,23 +246,6 @@ impl World {
             .kubectl_ok(&Identity::admin(), &["get", "cluster", name, "-o", "json"]);
         serde_json::from_slice(&out.stdout).expect("kubectl prints JSON")
     }
-}
-
-fn run(cmd: &mut Command, stdin: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write to kubectl");
-    child.wait_with_output().expect("wait for kubectl")
 }
 
 fn stdout(out: &Output) -> String {
