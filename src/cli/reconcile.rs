@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use eargate_policy::names;
-use eargate_reconciler::{run_with_leader_election, Config, LeaderConfig, Metrics};
+use eargate_reconciler::{run_with_leader_election, Config, LeaderConfig, Metrics, ReloadMode};
 use eargate_runtime::{AdminServer, CancellationToken};
 use tracing::{error, info};
 
@@ -34,6 +34,20 @@ pub struct Args {
     /// How long an API server rollout may take before the phase turns Failed (e.g. 15m, 90s, 1h).
     #[arg(long, default_value = names::DEFAULT_ROLLOUT_TIMEOUT, value_parser = parse_duration)]
     pub rollout_timeout: Duration,
+    /// How a new config reaches the API servers: `restart` rolls the Deployment; `hot` only
+    /// writes the Secret, for API servers running with
+    /// --encryption-provider-config-automatic-reload (kube-apiserver 1.34 or later).
+    #[arg(long, value_enum, default_value_t = Reload::Restart)]
+    pub reload: Reload,
+    /// Container of the API server Pods whose port serves the API (scraped for the loaded
+    /// config's hash).
+    #[arg(long, default_value = names::DEFAULT_APISERVER_CONTAINER)]
+    pub apiserver_container: String,
+    /// Scrape every API server replica and require it to report the hash of the rendered
+    /// config before going on. Turn off only where the seed cannot reach the API server Pods;
+    /// pod readiness then gates, and the Cluster's EncryptionConfigLoaded condition says so.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub prove_loaded_config: bool,
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = names::DEFAULT_LEASE_NAMESPACE)]
     pub lease_namespace: String,
@@ -51,6 +65,15 @@ pub struct Args {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub kube: super::kubeapi::KubeArgs,
+}
+
+/// `--reload`: how a new config reaches the API servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reload {
+    /// Roll the API server Deployment (every replica restarts with the new file).
+    Restart,
+    /// Only write the Secret; the API servers reload the mounted file by themselves.
+    Hot,
 }
 
 /// Durations read the same in every subcommand.
@@ -75,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("--apiserver-deployment", &args.apiserver_deployment),
         ("--config-secret", &args.config_secret),
         ("--admin-kubeconfig-secret", &args.admin_kubeconfig_secret),
+        ("--apiserver-container", &args.apiserver_container),
         ("--lease-namespace", &args.lease_namespace),
         ("--lease-name", &args.lease_name),
     ] {
@@ -94,6 +118,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config_secret: args.config_secret.clone(),
         admin_kubeconfig_secret: args.admin_kubeconfig_secret.clone(),
         rollout_timeout: args.rollout_timeout,
+        reload: match args.reload {
+            Reload::Restart => ReloadMode::Restart,
+            Reload::Hot => ReloadMode::HotReload,
+        },
+        apiserver_container: args.apiserver_container.clone(),
+        prove_loaded: args.prove_loaded_config,
         identity: identity.clone(),
     };
     let runtime = super::runtime()?;

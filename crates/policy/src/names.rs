@@ -50,6 +50,11 @@ pub const MANAGED_BY: &str = "eargate";
 
 /// Default kube-apiserver Deployment in the control-plane namespace.
 pub const DEFAULT_APISERVER_DEPLOYMENT: &str = "apiserver";
+/// Container of the API server Pods that serves the API (Kubermatic names it like the
+/// Deployment); its port named [`APISERVER_PORT_NAME`] (else its first port) is scraped.
+pub const DEFAULT_APISERVER_CONTAINER: &str = "apiserver";
+/// Name of the API server container's serving port.
+pub const APISERVER_PORT_NAME: &str = "https";
 /// Default Secret holding the rendered EncryptionConfiguration.
 pub const DEFAULT_CONFIG_SECRET: &str = "apiserver-encryption-configuration";
 /// Data key of the rendered EncryptionConfiguration inside its Secret.

@@ -10,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 use crate::metrics::Metrics;
-use crate::model::Settings;
+use crate::model::{ReloadMode, Settings};
 
 /// First retry delay after an error; doubles per consecutive error of the same cluster.
 pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -27,6 +27,12 @@ pub struct Config {
     pub config_secret: String,
     pub admin_kubeconfig_secret: String,
     pub rollout_timeout: Duration,
+    /// How a new config reaches the API servers.
+    pub reload: ReloadMode,
+    /// Container of the API server Pods that serves the API.
+    pub apiserver_container: String,
+    /// Scrape every replica for the loaded config's hash.
+    pub prove_loaded: bool,
     /// This replica's name: the Event reporting instance.
     pub identity: String,
 }
@@ -40,6 +46,9 @@ impl Config {
             apiserver_deployment: self.apiserver_deployment.clone(),
             config_secret: self.config_secret.clone(),
             admin_kubeconfig_secret: self.admin_kubeconfig_secret.clone(),
+            reload: self.reload,
+            apiserver_container: self.apiserver_container.clone(),
+            prove_loaded: self.prove_loaded,
             ..Settings::default()
         }
     }

@@ -28,6 +28,7 @@ use crate::model::{
     Action, ConfigSecret, EncryptionStatusChange, EventType, JobState, ANNOTATION_ROLLOUT_STARTED,
 };
 use crate::observe::Observation;
+use crate::plan::proof_of;
 
 /// Field manager of every write.
 pub(crate) const FIELD_MANAGER: &str = names::RECONCILER_NAME;
@@ -66,6 +67,11 @@ pub(crate) async fn execute(
         })
         .collect();
     ctx.metrics.set_key_drift(&name, &drift);
+    // So is what the API servers proved; where no proof is possible the gauges go.
+    match proof_of(snapshot, &ctx.settings).and_then(|p| p.counts()) {
+        Some((proven, expected)) => ctx.metrics.set_proof(&name, proven, expected),
+        None => ctx.metrics.forget_proof(&name),
+    }
 
     let mut outcome = Outcome {
         requeue_after: None,
@@ -130,6 +136,20 @@ pub(crate) async fn execute(
                         Error::kube(format!("patching Deployment {namespace}/{deployment}"), e)
                     })?;
                 info!(cluster = %name, namespace, deployment = %deployment, config_hash = %hash, "rolling the API server to the new config");
+            }
+            Action::MarkReloadStarted { started } => {
+                let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+                let deployment = &ctx.settings.apiserver_deployment;
+                let body = json!({
+                    "metadata": {"annotations": {ANNOTATION_ROLLOUT_STARTED: started.to_string()}}
+                });
+                deployments
+                    .patch(deployment, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .map_err(|e| {
+                        Error::kube(format!("patching Deployment {namespace}/{deployment}"), e)
+                    })?;
+                info!(cluster = %name, namespace, deployment = %deployment, "waiting for the API server replicas to reload the new config");
             }
             Action::CreateJob { job } => create_job(ctx, namespace, job).await?,
             Action::Event {

@@ -10,7 +10,7 @@
 //! execute      carries the planned actions out, in order
 //! observe      reads a fresh snapshot of one Cluster and its control plane
 //! plan         the pure phase machine: snapshot -> actions     preview: `eargate render`
-//! render, job  the EncryptionConfiguration; the Job             context, leader
+//! render, job  the EncryptionConfiguration; the Job; proof       context, leader
 //! model        the planner's input and output, settings, names  metrics, loaded
 //! ```
 #![forbid(unsafe_code)]
@@ -26,6 +26,7 @@ mod model;
 mod observe;
 mod plan;
 mod preview;
+mod proof;
 mod render;
 
 pub use context::{Config, Context, Error, RESYNC};
@@ -36,14 +37,15 @@ pub use leader::{
     LEASE_GRACE_SECONDS,
 };
 pub use loaded::{
-    expected_hash, parse_loaded_configs, LoadedConfig, LAST_CONFIG_INFO, PROVEN_MINORS,
+    expected_hash, parse_loaded_configs, LoadedConfig, FIRST_MINOR_WITH_HASH, LAST_CONFIG_INFO,
+    PROVEN_MINORS,
 };
 pub use metrics::{JobOutcome, Metrics, PhaseLabel};
 pub use model::{
     content_hash, control_plane_namespace, Action, ClusterSnapshot, ConfigSecret,
-    EncryptionStatusChange, EventType, JobState, KeySecret, Rollout, Settings,
-    ANNOTATION_RETRY_SEEN, ANNOTATION_ROLLOUT_STARTED, ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS,
-    CONDITION_ENCRYPTION_RECONCILED,
+    EncryptionStatusChange, EventType, JobState, KeySecret, Loaded, ReloadMode, ReplicaReport,
+    Rollout, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_ROLLOUT_STARTED, ANNOTATION_SPEC_HASH,
+    ANNOTATION_WRITERS, CONDITION_CONFIG_LOADED, CONDITION_ENCRYPTION_RECONCILED,
 };
 pub use plan::plan;
 pub use preview::{parse_cluster, parse_previous, parse_secrets, preview, Preview, PreviewError};

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 /// The metric that carries the loaded config's hash.
 pub const LAST_CONFIG_INFO: &str = "apiserver_encryption_config_controller_last_config_info";
 
+/// The first kube-apiserver minor version that exports [`LAST_CONFIG_INFO`].
+pub const FIRST_MINOR_WITH_HASH: u32 = 34;
+
 /// The minor versions of kube-apiserver whose hash format has been checked against the real
 /// binary: 1.37 (v1.37.2, `sha256:` and the hex SHA-256 of the file, as
 /// `k8s.io/apiserver/pkg/server/options/encryptionconfig` computes it).

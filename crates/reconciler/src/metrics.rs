@@ -66,6 +66,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DriftLabels {
     cluster: String,
     key: String,
@@ -90,6 +95,8 @@ pub struct Metrics {
     key_drift: Family<DriftLabels, Gauge>,
     drifted: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     leader: Gauge,
+    replicas_proven: Family<ClusterLabels, Gauge>,
+    replicas_expected: Family<ClusterLabels, Gauge>,
     ready: AtomicBool,
 }
 
@@ -152,8 +159,22 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let replicas_proven = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "apiserver_replicas_proven",
+            "Serving API server replicas whose own metrics report the hash of the rendered config",
+            replicas_proven.clone(),
+        );
+        let replicas_expected = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "apiserver_replicas_expected",
+            "API server replicas the Deployment wants (what apiserver_replicas_proven must reach)",
+            replicas_expected.clone(),
+        );
         Self {
             registry,
+            replicas_proven,
+            replicas_expected,
             phase,
             reconciles,
             reconcile_errors,
@@ -205,6 +226,31 @@ impl Metrics {
             });
         }
         self.set_key_drift(cluster, &[]);
+        self.forget_proof(cluster);
+    }
+
+    /// Records how many API server replicas of a cluster are proven to run its rendered
+    /// config, of how many are expected.
+    pub fn set_proof(&self, cluster: &str, proven: usize, expected: usize) {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.replicas_proven
+            .get_or_create(&labels)
+            .set(gauge(proven));
+        self.replicas_expected
+            .get_or_create(&labels)
+            .set(gauge(expected));
+    }
+
+    /// Drops a cluster's proof gauges (no proof is possible or the cluster is gone).
+    pub fn forget_proof(&self, cluster: &str) {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        self.replicas_proven.remove(&labels);
+        self.replicas_expected.remove(&labels);
     }
 
     /// Records which keys (by name) of a cluster currently drift; keys no longer listed are cleared.
@@ -318,6 +364,23 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains(r#"key="k1""#), "{text}");
         assert!(text.contains(r#"key="k2""#), "{text}");
+    }
+
+    #[test]
+    fn proof_gauges_per_cluster() {
+        let m = Metrics::new();
+        m.set_proof("c1", 1, 2);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"eargate_apiserver_replicas_proven{cluster="c1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eargate_apiserver_replicas_expected{cluster="c1"} 2"#),
+            "{text}"
+        );
+        m.forget_cluster("c1");
+        assert!(!m.encode().contains(r#"cluster="c1""#));
     }
 
     #[test]

@@ -26,12 +26,19 @@ pub const ANNOTATION_RETRY_SEEN: &str = "eargate.k8c.io/retry-seen";
 /// target writer.
 pub const ANNOTATION_WRITERS: &str = "eargate.k8c.io/writers-since-active";
 /// Annotation on the API server Deployment: when the planner started the current rollout
-/// (RFC 3339). Durable, so a rollout timeout survives controller restarts.
+/// (RFC 3339), or in hot-reload mode wrote the config the replicas are to reload. Durable, so
+/// a rollout timeout survives controller restarts.
 pub const ANNOTATION_ROLLOUT_STARTED: &str = "eargate.k8c.io/rollout-started";
 /// eargate's own condition on the Cluster: `True` when the last reconcile made progress,
 /// `False` with a reason (`KeySecretMissing`, `KeyInvalid`, `KeyDrift`, `JobFailed`,
 /// `RolloutTimeout`, ...) otherwise. `EncryptionInitialized` keeps Kubermatic's meaning.
 pub const CONDITION_ENCRYPTION_RECONCILED: &str = "EncryptionReconciled";
+/// eargate's condition on the Cluster saying what every serving API server replica has
+/// loaded: `True` (reason `Proven`) when each reports the hash of the bytes in the rendered
+/// Secret, `False` (`ReplicaNotProven`) naming the replicas that report another config or
+/// cannot be reached, `Unknown` (`ProofUnavailable`) when the API server version exports no
+/// hash eargate can check and readiness gates instead.
+pub const CONDITION_CONFIG_LOADED: &str = "EncryptionConfigLoaded";
 /// Label on the re-encryption Job: the config hash it re-encrypts for.
 pub(crate) const LABEL_JOB_CONFIG_HASH: &str = names::LABEL_CONFIG_HASH;
 
@@ -60,6 +67,27 @@ pub struct Settings {
     pub job_active_deadline_seconds: i64,
     /// How often to look again while waiting for a rollout or a Job.
     pub poll_interval: Duration,
+    /// How a new config reaches the API servers: a rolling restart (default) or the API
+    /// server's own automatic reload of the mounted file.
+    pub reload: ReloadMode,
+    /// Container of the API server Pods whose port serves the API (for scraping `/metrics`).
+    pub apiserver_container: String,
+    /// Scrape every serving replica and require it to report the rendered config's hash.
+    /// Off only where the seed cannot reach the API server Pods; readiness then gates, and
+    /// the condition says so.
+    pub prove_loaded: bool,
+}
+
+/// How a newly written `EncryptionConfiguration` reaches the API servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReloadMode {
+    /// Patch the Deployment's pod template so every replica restarts with the new file.
+    #[default]
+    Restart,
+    /// Only write the Secret: the replicas run with
+    /// `--encryption-provider-config-automatic-reload` and load the file when kubelet
+    /// updates the mount. Progress waits until every replica reports the new file's hash.
+    HotReload,
 }
 
 impl Default for Settings {
@@ -76,6 +104,9 @@ impl Default for Settings {
             job_ttl_seconds_after_finished: 24 * 3600,
             job_active_deadline_seconds: 6 * 3600,
             poll_interval: Duration::from_secs(10),
+            reload: ReloadMode::Restart,
+            apiserver_container: names::DEFAULT_APISERVER_CONTAINER.to_owned(),
+            prove_loaded: true,
         }
     }
 }
@@ -165,6 +196,28 @@ impl Rollout {
     }
 }
 
+/// What one serving API server replica reports about the config it has loaded, scraped from
+/// its own `/metrics` at its pod IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaReport {
+    /// The Pod's name (how conditions and Events name the replica).
+    pub pod: String,
+    /// What the scrape found.
+    pub loaded: Loaded,
+}
+
+/// The outcome of scraping one replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// The replica answered. `minor` is its version's minor number (from `/version`);
+    /// `hash` the `hash` label of [`crate::loaded::LAST_CONFIG_INFO`], `None` when it exports
+    /// no such series (no config loaded, or a version without the metric).
+    Reported { minor: u32, hash: Option<String> },
+    /// It could not be reached or did not answer as an API server would (why, without
+    /// key material).
+    Unreachable { error: String },
+}
+
 /// The re-encryption Job of the current config and attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
@@ -193,6 +246,9 @@ pub struct ClusterSnapshot {
     /// The Job named after the config Secret's content and attempt
     /// ([`crate::job::job_name_for`]), `None` when absent.
     pub job: Option<JobState>,
+    /// What every serving replica of the API server Deployment reports it has loaded (empty
+    /// when there are no serving Pods or no Deployment).
+    pub replicas: Vec<ReplicaReport>,
     /// The time of the observation.
     pub now: Timestamp,
 }
@@ -250,6 +306,10 @@ pub enum Action {
     /// Patch the API server Deployment: pod-template annotation [`names::ANNOTATION_CONFIG_HASH`]
     /// = `hash` and Deployment annotation [`ANNOTATION_ROLLOUT_STARTED`] = `started`.
     RollApiServer { hash: String, started: Timestamp },
+    /// Hot-reload mode: record on the API server Deployment (annotation
+    /// [`ANNOTATION_ROLLOUT_STARTED`] only; the pod template is left alone, so nothing
+    /// restarts) when the replicas were asked to reload.
+    MarkReloadStarted { started: Timestamp },
     /// Create this Job (HTTP 409 = it already exists = fine).
     CreateJob { job: Box<Job> },
     /// Emit a Kubernetes Event on the Cluster.

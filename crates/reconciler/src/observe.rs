@@ -1,10 +1,13 @@
 //! Builds the planner's [`ClusterSnapshot`] from the API, fresh (GETs, not the reflector cache).
 //!
 //! Reads, in this order: the Cluster; the rendered-config Secret; every Secret named by a
-//! `secretRef`; the API server Deployment and its Pods; the re-encryption Job of the current
-//! config. Nothing here decides anything.
+//! `secretRef`; the API server Deployment and its Pods; what each serving Pod's kube-apiserver
+//! reports it has loaded (its own `/metrics`, reached at the pod IP with the user cluster's
+//! admin credentials); the re-encryption Job of the current config. Nothing here decides
+//! anything.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use eargate_policy::model::Cluster;
 use eargate_policy::names;
@@ -13,13 +16,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 use crate::context::Error;
 use crate::job::job_name_for;
+use crate::loaded::parse_loaded_configs;
 use crate::model::{
-    control_plane_namespace, ClusterSnapshot, ConfigSecret, JobState, KeySecret, Rollout, Settings,
-    ANNOTATION_ROLLOUT_STARTED,
+    control_plane_namespace, ClusterSnapshot, ConfigSecret, JobState, KeySecret, Loaded,
+    ReplicaReport, Rollout, Settings, ANNOTATION_ROLLOUT_STARTED,
 };
 
 /// What one observation found: the planner's whole input, plus what only the I/O layer
@@ -68,6 +72,7 @@ pub(crate) async fn observe(
     }
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let mut replicas = Vec::new();
     let rollout = match deployments
         .get_opt(&settings.apiserver_deployment)
         .await
@@ -83,6 +88,9 @@ pub(crate) async fn observe(
         None => None,
         Some(deployment) => {
             let pods = list_pods(client, &namespace, &deployment).await?;
+            if settings.prove_loaded {
+                replicas = scrape_replicas(client, settings, &namespace, &pods).await;
+            }
             Some(rollout_from(&deployment, &pods))
         }
     };
@@ -104,6 +112,7 @@ pub(crate) async fn observe(
         key_secrets,
         rollout,
         job: job.as_ref().map(job_state),
+        replicas,
         now: Timestamp::now(),
     };
     Ok(Some(Observation {
@@ -187,6 +196,193 @@ async fn list_pods(
         .await
         .map_err(|e| Error::kube(format!("listing Pods in {namespace} ({selector})"), e))?;
     Ok(list.items)
+}
+
+/// How long one replica may take to answer `/version` or `/metrics`.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every serving Pod's kube-apiserver reports it has loaded. Each is reached directly
+/// at its pod IP and API port, authenticated as the admin kubeconfig's user, and its
+/// certificate verified against that kubeconfig's CA and server name (the pod IP is not in
+/// the certificate; the Service name the kubeconfig uses is).
+async fn scrape_replicas(
+    client: &Client,
+    settings: &Settings,
+    namespace: &str,
+    pods: &[Pod],
+) -> Vec<ReplicaReport> {
+    let serving: Vec<&Pod> = pods.iter().filter(|p| serving(p)).collect();
+    if serving.is_empty() {
+        return Vec::new();
+    }
+    let base = match admin_config(client, settings, namespace).await {
+        Ok(config) => config,
+        Err(error) => {
+            return serving
+                .iter()
+                .map(|p| ReplicaReport {
+                    pod: p.name_any(),
+                    loaded: Loaded::Unreachable {
+                        error: error.clone(),
+                    },
+                })
+                .collect()
+        }
+    };
+    let scrapes = serving.iter().map(|pod| {
+        let base = base.clone();
+        async move {
+            let loaded = match replica_url(pod, &settings.apiserver_container) {
+                Err(error) => Loaded::Unreachable { error },
+                Ok(url) => scrape(base, &url).await,
+            };
+            ReplicaReport {
+                pod: pod.name_any(),
+                loaded,
+            }
+        }
+    });
+    futures::future::join_all(scrapes).await
+}
+
+/// A Pod that serves: running, with an IP, and `Ready` (a terminating one that is still
+/// ready still serves).
+fn serving(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    status.phase.as_deref() == Some("Running")
+        && status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
+        && ready
+}
+
+/// `https://<pod IP>:<port>` of the API container: its port named
+/// [`names::APISERVER_PORT_NAME`], else its first port.
+pub(crate) fn replica_url(pod: &Pod, container: &str) -> Result<String, String> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .ok_or("the Pod has no IP")?;
+    let spec = pod.spec.as_ref().ok_or("the Pod has no spec")?;
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .or(spec.containers.first())
+        .ok_or("the Pod has no container")?;
+    let ports = c.ports.as_deref().unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some(names::APISERVER_PORT_NAME))
+        .or(ports.first())
+        .ok_or_else(|| format!("container {:?} declares no port", c.name))?;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    Ok(format!("https://{host}:{}", port.container_port))
+}
+
+/// The client configuration of the user cluster's admin kubeconfig (from its Secret in the
+/// control-plane namespace), with the kubeconfig's server host kept as the TLS server name.
+async fn admin_config(
+    client: &Client,
+    settings: &Settings,
+    namespace: &str,
+) -> Result<kube::Config, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = &settings.admin_kubeconfig_secret;
+    let key = &settings.admin_kubeconfig_key;
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {namespace}/{name}: {}", short_error(&e)))?
+        .ok_or_else(|| format!("admin kubeconfig Secret {namespace}/{name} not found"))?;
+    let bytes = secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?}"))?;
+    let text = String::from_utf8(bytes.0)
+        .map_err(|_| format!("Secret {namespace}/{name} key {key:?} is not text"))?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
+        .map_err(|_| format!("Secret {namespace}/{name} key {key:?} is not a kubeconfig"))?;
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|_| format!("the kubeconfig in Secret {namespace}/{name} is unusable"))?;
+    if config.tls_server_name.is_none() {
+        config.tls_server_name = config.cluster_url.host().map(str::to_owned);
+    }
+    config.connect_timeout = Some(SCRAPE_TIMEOUT);
+    config.read_timeout = Some(SCRAPE_TIMEOUT);
+    config.write_timeout = Some(SCRAPE_TIMEOUT);
+    Ok(config)
+}
+
+/// One replica's version and loaded-config hash.
+async fn scrape(mut config: kube::Config, url: &str) -> Loaded {
+    let unreachable = |error: String| Loaded::Unreachable { error };
+    config.cluster_url = match url.parse() {
+        Ok(u) => u,
+        Err(_) => return unreachable(format!("{url} is not a URL")),
+    };
+    let client = match Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => return unreachable(short_error(&e)),
+    };
+    let get = |path: &str| {
+        http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| e.to_string())
+    };
+    let version = match get("/version") {
+        Ok(req) => client.request_text(req).await.map_err(|e| short_error(&e)),
+        Err(e) => Err(e),
+    };
+    let minor = match version.map(|text| minor_version(&text)) {
+        Ok(Some(minor)) => minor,
+        Ok(None) => return unreachable(format!("{url}/version did not name a minor version")),
+        Err(e) => return unreachable(e),
+    };
+    let metrics = match get("/metrics") {
+        Ok(req) => client.request_text(req).await.map_err(|e| short_error(&e)),
+        Err(e) => Err(e),
+    };
+    match metrics {
+        Ok(text) => Loaded::Reported {
+            minor,
+            hash: parse_loaded_configs(&text).pop().map(|c| c.hash),
+        },
+        Err(e) => unreachable(e),
+    }
+}
+
+/// The minor version from a `/version` answer (`"minor": "37"` or `"37+"`).
+pub(crate) fn minor_version(text: &str) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let minor = v.get("minor")?.as_str()?;
+    minor.trim_end_matches('+').parse().ok()
+}
+
+/// A client error in one line: its innermost cause (connection refused, certificate not
+/// valid for name, 403, ...). Client errors carry no key material.
+fn short_error(e: &dyn std::error::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.chars().take(200).collect()
 }
 
 /// The rollout state of the API server Deployment.

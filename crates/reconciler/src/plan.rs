@@ -51,9 +51,10 @@ use eargate_policy::names;
 use crate::job;
 use crate::model::{
     content_hash, Action, ClusterSnapshot, ConfigSecret, EncryptionStatusChange, EventType,
-    JobState, Rollout, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS,
-    CONDITION_ENCRYPTION_RECONCILED,
+    JobState, ReloadMode, Rollout, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_SPEC_HASH,
+    ANNOTATION_WRITERS, CONDITION_CONFIG_LOADED, CONDITION_ENCRYPTION_RECONCILED,
 };
+use crate::proof::{prove, Proof};
 use crate::render::{self, DesiredConfig, PreviousConfig, RenderError, RenderInput, Writer};
 
 /// Decides the next steps for one Cluster. Pure: same input, same output.
@@ -83,19 +84,38 @@ pub fn plan(snapshot: &ClusterSnapshot, settings: &Settings) -> Vec<Action> {
     if facts.phase == Some(EncryptionPhase::Active) && target.reached {
         return stay_active(out, &target);
     }
-    // Every API server must run it before stored data is touched.
+    // Every API server must run it before stored data is touched, and each serving replica
+    // must prove it by the hash of the bytes it loaded.
     match RolloutProgress::of(&facts, &target) {
         RolloutProgress::NotStarted => return start_rollout(out, &facts, &target),
         RolloutProgress::Running { elapsed } => {
             return await_rollout(out, &facts, &target, elapsed)
         }
+        RolloutProgress::Unprovable { why } => return out.blocked("ProofUnavailable", &why),
         RolloutProgress::Complete => {}
+    }
+    if !prove_loaded(&mut out, &facts, &target) {
+        return out.into_actions(Some(Action::RequeueAfter(facts.settings.poll_interval)));
     }
     // Then the data: nothing to rewrite, or a Job rewrites it.
     if target.reached {
         return finish(out, &facts, &target);
     }
     reencrypt(out, &facts, &target)
+}
+
+/// What the serving replicas have loaded, judged against the rendered Secret's bytes; `None`
+/// when the Secret holds no file or there is no Deployment. The metrics read the same verdict.
+pub(crate) fn proof_of(snapshot: &ClusterSnapshot, settings: &Settings) -> Option<Proof> {
+    let data = snapshot.config_secret.as_ref()?.data.as_deref()?;
+    let expected = usize::try_from(snapshot.rollout.as_ref()?.desired).unwrap_or(0);
+    Some(if settings.prove_loaded {
+        prove(&snapshot.replicas, data, expected)
+    } else {
+        Proof::Unavailable {
+            why: "scraping the API servers is turned off (--prove-loaded-config=false)".to_owned(),
+        }
+    })
 }
 
 /// What the snapshot says, read once, before anything is rendered.
@@ -128,6 +148,9 @@ struct Facts<'a> {
     /// (or before any status), so a running attempt keeps its Job name.
     attempt: String,
     rollout: &'a Rollout,
+    /// What the serving replicas have loaded, judged against the Secret's bytes (`None` when
+    /// the Secret holds no file).
+    proof: Option<Proof>,
 }
 
 /// The outcome of reading a snapshot.
@@ -199,6 +222,7 @@ impl<'a> Facts<'a> {
         } else {
             retry_seen.clone()
         };
+        let proof = proof_of(snapshot, settings);
         Read::Facts(Box::new(Facts {
             snapshot,
             settings,
@@ -216,7 +240,34 @@ impl<'a> Facts<'a> {
             retry_seen,
             attempt,
             rollout,
+            proof,
         }))
+    }
+
+    /// The config with `hash` (the Secret's content) is what reached the replicas by
+    /// restarting them: restart mode, or hot-reload mode when the pod template already points
+    /// at it (the first config of a Deployment that ran without one).
+    fn restarted_into(&self, hash: &str) -> bool {
+        self.settings.reload == ReloadMode::Restart
+            || self.rollout.template_hash.as_deref() == Some(hash)
+    }
+
+    /// Every serving replica runs the config with `hash` (the Secret's content): rolled out
+    /// and not contradicted by any replica's own report, or — after a hot reload — proven by
+    /// every replica's report.
+    fn loaded_everywhere(&self, hash: &str) -> bool {
+        let proof = self.proof.as_ref();
+        if self.restarted_into(hash) {
+            self.rollout.complete_for(hash) && proof.is_none_or(Proof::allows_progress)
+        } else {
+            matches!(proof, Some(Proof::Proven { .. }))
+        }
+    }
+
+    /// A new config reaches the replicas by a restart: restart mode, or there is no file yet
+    /// for a hot reload to pick up.
+    fn restart_to_apply(&self) -> bool {
+        self.settings.reload == ReloadMode::Restart || self.previous.is_none()
     }
 
     /// The planner's memory for the config Secret's annotations.
@@ -257,7 +308,7 @@ impl Target {
     /// Renders the next config from the facts; `Ok(None)` when none is needed any more.
     fn render(facts: &Facts<'_>) -> Result<Option<Self>, RenderError> {
         let previous_complete = match &facts.previous_hash {
-            Some(h) => facts.rollout.complete_for(h),
+            Some(h) => facts.loaded_everywhere(h),
             None => true,
         };
         let input = RenderInput {
@@ -352,6 +403,9 @@ enum RolloutProgress {
     /// Every instance runs the target (or the Job already started: a later scale-out or
     /// restart loads the same Secret).
     Complete,
+    /// Hot-reload mode, but the replicas export no hash eargate can check, so a reload can
+    /// never be confirmed.
+    Unprovable { why: String },
 }
 
 impl RolloutProgress {
@@ -361,12 +415,27 @@ impl RolloutProgress {
         let Some(started) = rollout.started else {
             return Self::NotStarted;
         };
-        if rollout.template_hash.as_deref() != Some(hash) {
-            return Self::NotStarted;
-        }
         let reencrypting = facts.phase == Some(EncryptionPhase::EncryptionNeeded);
-        if rollout.complete_for(hash) || reencrypting {
-            return Self::Complete;
+        if facts.restarted_into(hash) {
+            if rollout.template_hash.as_deref() != Some(hash) {
+                return Self::NotStarted;
+            }
+            if rollout.complete_for(hash) || reencrypting {
+                return Self::Complete;
+            }
+        } else {
+            match &facts.proof {
+                Some(Proof::Proven { .. }) => return Self::Complete,
+                _ if reencrypting => return Self::Complete,
+                Some(Proof::Unavailable { why }) => {
+                    return Self::Unprovable {
+                        why: format!(
+                            "hot-reload mode cannot confirm that the API servers reloaded config {hash}: {why}; run the reconciler with --reload=restart"
+                        ),
+                    }
+                }
+                Some(Proof::Blocked { .. }) | None => {}
+            }
         }
         let elapsed =
             Duration::try_from(facts.snapshot.now.duration_since(started)).unwrap_or_default();
@@ -396,9 +465,15 @@ fn retry_failed(mut out: PlanBuilder<'_>, facts: &Facts<'_>) -> Vec<Action> {
     };
     // Restart the rollout clock first: a crash after it still recovers next time.
     if let Some(hash) = &facts.previous_hash {
-        out.actions.push(Action::RollApiServer {
-            hash: hash.clone(),
-            started: facts.snapshot.now,
+        out.actions.push(if facts.restarted_into(hash) {
+            Action::RollApiServer {
+                hash: hash.clone(),
+                started: facts.snapshot.now,
+            }
+        } else {
+            Action::MarkReloadStarted {
+                started: facts.snapshot.now,
+            }
         });
     }
     out.condition(
@@ -500,18 +575,32 @@ fn write_config(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) ->
         hash: next.hash.clone(),
         annotations: facts.memory(&facts.retry, &target.writers_after_write),
     });
-    out.actions.push(Action::RollApiServer {
-        hash: next.hash.clone(),
-        started: facts.snapshot.now,
-    });
-    out.event(
-        EventType::Normal,
-        "RolloutStarted",
-        format!(
-            "rolling API server {:?} to encryption config {} ({})",
-            facts.settings.apiserver_deployment, next.hash, target.summary
-        ),
-    );
+    if facts.restart_to_apply() {
+        out.actions.push(Action::RollApiServer {
+            hash: next.hash.clone(),
+            started: facts.snapshot.now,
+        });
+        out.event(
+            EventType::Normal,
+            "RolloutStarted",
+            format!(
+                "rolling API server {:?} to encryption config {} ({})",
+                facts.settings.apiserver_deployment, next.hash, target.summary
+            ),
+        );
+    } else {
+        out.actions.push(Action::MarkReloadStarted {
+            started: facts.snapshot.now,
+        });
+        out.event(
+            EventType::Normal,
+            "ReloadStarted",
+            format!(
+                "API server {:?} replicas are to reload encryption config {} ({})",
+                facts.settings.apiserver_deployment, next.hash, target.summary
+            ),
+        );
+    }
     out.into_actions(Some(Action::RequeueAfter(facts.settings.poll_interval)))
 }
 
@@ -546,6 +635,12 @@ fn stay_active(mut out: PlanBuilder<'_>, target: &Target) -> Vec<Action> {
 /// pod template at the config (again, if the start was not recorded).
 fn start_rollout(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
     let hash = &target.config.hash;
+    if !facts.restarted_into(hash) {
+        out.actions.push(Action::MarkReloadStarted {
+            started: facts.snapshot.now,
+        });
+        return out.into_actions(Some(Action::RequeueAfter(facts.settings.poll_interval)));
+    }
     out.actions.push(Action::RollApiServer {
         hash: hash.clone(),
         started: facts.snapshot.now,
@@ -563,14 +658,32 @@ fn start_rollout(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -
 
 /// Wait for the rollout; past the timeout, `Failed`.
 fn await_rollout(
-    out: PlanBuilder<'_>,
+    mut out: PlanBuilder<'_>,
     facts: &Facts<'_>,
     target: &Target,
     elapsed: Duration,
 ) -> Vec<Action> {
     let settings = facts.settings;
+    let hash = target.config.hash.as_str();
+    let proof = facts.proof.as_ref();
+    if let Some(proof @ Proof::Blocked { .. }) = proof {
+        out.condition(
+            CONDITION_CONFIG_LOADED,
+            false,
+            "Loading",
+            proof.message(hash),
+        );
+    }
     if elapsed <= settings.rollout_timeout {
         return out.into_actions(Some(Action::RequeueAfter(settings.poll_interval)));
+    }
+    if !facts.restarted_into(hash) {
+        let msg = format!(
+            "API server replicas did not reload config {hash} within {}s: {}",
+            settings.rollout_timeout.as_secs(),
+            proof.map(|p| p.message(hash)).unwrap_or_default()
+        );
+        return fail(out, facts, "ReloadTimeout", msg);
     }
     let r = facts.rollout;
     let msg = format!(
@@ -584,6 +697,43 @@ fn await_rollout(
         r.total
     );
     fail(out, facts, "RolloutTimeout", msg)
+}
+
+/// The gate before a Job starts or a rollout is called done: every serving replica reports
+/// the hash of the bytes in the Secret. `false` (after a condition and a Warning Event naming
+/// the replicas) while one reports another config or cannot be reached; a version without a
+/// checkable hash passes, and the condition says the proof is unavailable.
+fn prove_loaded(out: &mut PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> bool {
+    let hash = target.config.hash.as_str();
+    let Some(proof) = &facts.proof else {
+        return true;
+    };
+    let message = proof.message(hash);
+    match proof {
+        Proof::Proven { .. } => {
+            out.condition(CONDITION_CONFIG_LOADED, true, "Proven", message);
+            true
+        }
+        Proof::Unavailable { .. } => {
+            out.condition_status(
+                CONDITION_CONFIG_LOADED,
+                "Unknown",
+                "ProofUnavailable",
+                message,
+            );
+            true
+        }
+        Proof::Blocked { .. } => {
+            out.condition(
+                CONDITION_CONFIG_LOADED,
+                false,
+                "ReplicaNotProven",
+                message.clone(),
+            );
+            out.event(EventType::Warning, "ReplicaNotProven", message);
+            false
+        }
+    }
 }
 
 /// Stored data must be rewritten with the new writer: `EncryptionNeeded`, and one Job per
@@ -770,6 +920,11 @@ impl<'a> PlanBuilder<'a> {
     /// Queues a condition write, unless the Cluster already says exactly that.
     fn condition(&mut self, type_: &str, status: bool, reason: &str, message: String) {
         let status = if status { "True" } else { "False" };
+        self.condition_status(type_, status, reason, message);
+    }
+
+    /// [`PlanBuilder::condition`] with the status spelled out (`"Unknown"` too).
+    fn condition_status(&mut self, type_: &str, status: &str, reason: &str, message: String) {
         let now = self.snapshot.now;
         let existing = self
             .snapshot

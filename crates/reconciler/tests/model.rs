@@ -20,6 +20,7 @@ use std::time::Duration;
 use eargate_policy::model::{EncryptionConfiguration, EncryptionPhase};
 use eargate_policy::policy::{validate, Operation, PolicyConfig, Request};
 use eargate_policy::ClusterFacts;
+use eargate_reconciler::ReloadMode;
 use eargate_testkit::sim::*;
 use proptest::prelude::*;
 
@@ -39,13 +40,26 @@ enum Edit {
 #[derive(Clone, Debug)]
 enum Op {
     Edit(Edit),
-    Reconcile { crash_after: Option<u8> },
+    Reconcile {
+        crash_after: Option<u8>,
+    },
     RollOne,
     RestartPod(u8),
-    ClientWrite { resource: u8, pod: u8 },
-    JobStep { pod: u8 },
+    ClientWrite {
+        resource: u8,
+        pod: u8,
+    },
+    JobStep {
+        pod: u8,
+    },
     JobFail,
-    Tick { long: bool },
+    Tick {
+        long: bool,
+    },
+    /// A replica's `/metrics` becomes unreachable, or reachable again.
+    ToggleUnreachable(u8),
+    /// Hot-reload mode: a replica reloads the Secret's current file (kubelet's volume sync).
+    ReloadOne,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -70,6 +84,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<u8>().prop_map(|pod| Op::JobStep { pod }),
         1 => Just(Op::JobFail),
         1 => any::<bool>().prop_map(|long| Op::Tick { long }),
+        1 => any::<u8>().prop_map(Op::ToggleUnreachable),
+        3 => Just(Op::ReloadOne),
     ]
 }
 
@@ -174,7 +190,15 @@ fn user_edit(w: &mut World, e: &Edit, retry_counter: &mut u32) -> bool {
 }
 
 fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
+    run_ops_in(ReloadMode::Restart, ops)
+}
+
+/// Runs `ops` against the planner in `mode`. In restart mode replicas never reload a file
+/// ([`Op::ReloadOne`] does nothing); in hot-reload mode they do, as kube-apiserver with
+/// `--encryption-provider-config-automatic-reload` does.
+fn run_ops_in(mode: ReloadMode, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut w = World::new(3);
+    w.settings.reload = mode;
     let mut retry_counter = 0u32;
     let mut accepted = 0;
     for op in ops {
@@ -197,8 +221,21 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
             } else {
                 Duration::from_secs(30)
             }),
+            Op::ToggleUnreachable(i) => {
+                let i = *i as usize % w.pods.len();
+                w.pods[i].unreachable = !w.pods[i].unreachable;
+            }
+            Op::ReloadOne => {
+                if mode == ReloadMode::HotReload {
+                    w.reload_one();
+                }
+            }
         }
         w.check_invariants();
+    }
+    // Every replica answers again (an unreachable one blocks progress by design).
+    for p in &mut w.pods {
+        p.unreachable = false;
     }
     // Left alone, the system reaches what the spec asks for (retrying Failed).
     for _ in 0..6 {
@@ -262,6 +299,11 @@ proptest! {
     #[test]
     fn no_data_loss_under_any_accepted_edit_sequence(ops in proptest::collection::vec(op(), 1..80)) {
         run_ops(&ops)?;
+    }
+
+    #[test]
+    fn no_data_loss_with_hot_reload(ops in proptest::collection::vec(op(), 1..80)) {
+        run_ops_in(ReloadMode::HotReload, &ops)?;
     }
 }
 

@@ -160,7 +160,7 @@ const LAYERS: &[&[&str]] = &[
     &["execute"],
     &["observe"],
     &["plan", "preview"],
-    &["render", "job", "context", "leader"],
+    &["render", "job", "proof", "context", "leader"],
     &["model", "metrics", "loaded"],
 ];
 

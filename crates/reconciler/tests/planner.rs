@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use eargate_policy::model::EncryptionPhase::{self, *};
 use eargate_policy::names;
-use eargate_reconciler::{plan, Action, KeySecret, CONDITION_ENCRYPTION_RECONCILED};
+use eargate_reconciler::{
+    plan, Action, KeySecret, ReloadMode, CONDITION_CONFIG_LOADED, CONDITION_ENCRYPTION_RECONCILED,
+};
 use eargate_testkit::secrets::{assert_no_key_material, b64};
 use eargate_testkit::sim::*;
 
@@ -506,4 +508,200 @@ fn no_key_material_in_events_conditions_status_or_jobs() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// What each replica reports it loaded gates every step.
+
+fn loaded_condition(w: &World) -> (String, String, String) {
+    let c = w.condition(CONDITION_CONFIG_LOADED).expect("the condition");
+    (
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_replica_that_loaded_another_config_blocks_promotion_until_it_runs_the_secret() {
+    let mut w = World::new(3);
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    w.reconcile();
+    w.roll_all();
+    // Replica 1 runs the right template with another file (a stale mount).
+    w.pods[1].config = Some(b"kind: EncryptionConfiguration\n# another file\n".to_vec());
+    let actions = w.reconcile();
+    assert_eq!(rendered_names(&w), ["identity", "key-1"], "not promoted");
+    let (status, reason, message) = loaded_condition(&w);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ReplicaNotProven")
+    );
+    assert!(
+        message.starts_with("2 of 3 API server replicas report config ")
+            && message.contains("; apiserver-1 has loaded another config (sha256:"),
+        "{message}"
+    );
+    let (_, note) = w.events.last().unwrap();
+    assert_eq!(w.events.last().unwrap().0, "ReplicaNotProven");
+    assert_eq!(note, &message);
+    assert!(
+        matches!(actions.last(), Some(Action::RequeueAfter(_))),
+        "waits and looks again: {actions:?}"
+    );
+    // Still held after the rollout timeout: a wrong replica is not a slow rollout.
+    w.tick(Duration::from_secs(3600));
+    w.reconcile();
+    assert_eq!(rendered_names(&w), ["identity", "key-1"]);
+    assert_eq!(w.phase(), Some(Pending));
+
+    // The replica restarts with the Secret's file: promoted, then Active.
+    w.restart_pod(1);
+    w.reconcile();
+    assert_eq!(rendered_names(&w), ["key-1", "identity"]);
+    assert_eq!(w.settle(), Some(Active));
+    let (status, reason, message) = loaded_condition(&w);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Proven"));
+    assert!(
+        message.starts_with("3 of 3 API server replicas report config ")
+            && message.ends_with("loaded: apiserver-0, apiserver-1, apiserver-2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unreachable_replica_blocks_the_job_and_the_finish() {
+    let mut w = World::new(2);
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    for _ in 0..2 {
+        w.reconcile();
+        w.roll_all();
+    }
+    assert_eq!(rendered_names(&w), ["key-1", "identity"]);
+    w.pods[0].unreachable = true;
+    w.reconcile();
+    assert!(w.jobs.is_empty(), "no Job while a replica cannot prove it");
+    assert_eq!(w.phase(), Some(Pending));
+    let (_, reason, message) = loaded_condition(&w);
+    assert_eq!(reason, "ReplicaNotProven");
+    assert!(
+        message.contains("apiserver-0 cannot be reached (connection refused)"),
+        "{message}"
+    );
+    w.pods[0].unreachable = false;
+    w.reconcile();
+    assert_eq!(w.jobs.len(), 1);
+    w.finish_jobs();
+    w.pods[1].unreachable = true;
+    w.reconcile();
+    assert_eq!(
+        w.phase(),
+        Some(EncryptionNeeded),
+        "not called done unproven"
+    );
+    w.pods[1].unreachable = false;
+    assert_eq!(w.settle(), Some(Active));
+}
+
+#[test]
+fn versions_without_a_checked_hash_fall_back_to_readiness_and_say_so() {
+    let mut w = World::new(2);
+    w.minor = 33;
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    assert_eq!(w.settle(), Some(Active));
+    let (status, reason, message) = loaded_condition(&w);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "ProofUnavailable")
+    );
+    assert!(
+        message.contains(
+            "kube-apiserver 1.33, which exports no loaded-config hash (1.34 and later do)"
+        ) && message.ends_with("pod readiness gates instead"),
+        "{message}"
+    );
+}
+
+#[test]
+fn hot_reload_writes_only_the_secret_and_waits_for_every_replica_to_prove_it() {
+    let mut w = World::new(2);
+    w.settings.reload = ReloadMode::HotReload;
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    // No file yet: the first config can only arrive by a restart.
+    w.reconcile();
+    let first_template = w.template.clone();
+    assert!(
+        first_template.is_some(),
+        "the first config rolls the Deployment"
+    );
+    w.roll_all();
+    let actions = w.reconcile();
+    assert_eq!(rendered_names(&w), ["key-1", "identity"], "promoted");
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::MarkReloadStarted { .. }))
+            && !actions
+                .iter()
+                .any(|a| matches!(a, Action::RollApiServer { .. })),
+        "a reload, not a restart: {actions:?}"
+    );
+    assert_eq!(w.template, first_template, "the pod template is untouched");
+    // Until every replica reloaded the file, nothing moves.
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Pending));
+    assert!(w.jobs.is_empty());
+    assert_eq!(loaded_condition(&w).1, "Loading");
+    assert!(w.reload_one());
+    w.reconcile();
+    assert!(w.jobs.is_empty(), "one replica still runs the old file");
+    assert!(w.reload_one());
+    w.reconcile();
+    assert_eq!(w.phase(), Some(EncryptionNeeded));
+    w.finish_jobs();
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Active));
+    assert_eq!(loaded_condition(&w).1, "Proven");
+    assert_eq!(w.template, first_template);
+}
+
+#[test]
+fn hot_reload_that_never_happens_fails_after_the_timeout_naming_the_replicas() {
+    let mut w = World::new(2);
+    w.settings.reload = ReloadMode::HotReload;
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    w.reconcile();
+    w.roll_all();
+    w.reconcile();
+    assert_eq!(rendered_names(&w), ["key-1", "identity"]);
+    w.tick(w.settings.rollout_timeout + Duration::from_secs(1));
+    w.reconcile();
+    assert_eq!(w.phase(), Some(Failed));
+    let c = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
+    assert_eq!(c.reason.as_deref(), Some("ReloadTimeout"));
+    let message = c.message.as_deref().unwrap();
+    assert!(
+        message.contains("did not reload config")
+            && message.contains("apiserver-0 has loaded another config")
+            && message.contains("apiserver-1 has loaded another config"),
+        "{message}"
+    );
+}
+
+#[test]
+fn hot_reload_cannot_work_without_a_checkable_hash() {
+    let mut w = World::new(2);
+    w.settings.reload = ReloadMode::HotReload;
+    w.minor = 33;
+    w.set_spec(Some(enc(true, &["secrets"], &[1])));
+    w.reconcile();
+    w.roll_all();
+    w.reconcile();
+    w.reconcile();
+    let c = w.condition(CONDITION_ENCRYPTION_RECONCILED).unwrap();
+    assert_eq!(c.reason.as_deref(), Some("ProofUnavailable"), "{c:?}");
+    assert!(
+        c.message.as_deref().unwrap().contains("--reload=restart"),
+        "{c:?}"
+    );
 }

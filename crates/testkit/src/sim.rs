@@ -16,8 +16,9 @@ use eargate_policy::model::{
 };
 use eargate_policy::names;
 use eargate_reconciler::{
-    check_config, content_hash, control_plane_namespace, job_name_for, plan, Action,
-    ClusterSnapshot, ConfigSecret, EncryptionStatusChange, JobState, KeySecret, Rollout, Settings,
+    check_config, content_hash, control_plane_namespace, expected_hash, job_name_for, plan, Action,
+    ClusterSnapshot, ConfigSecret, EncryptionStatusChange, JobState, KeySecret, Loaded, ReloadMode,
+    ReplicaReport, Rollout, Settings,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -86,6 +87,8 @@ pub struct Pod {
     pub template: Option<String>,
     /// The config file this API server instance loaded (None: no encryption config).
     pub config: Option<Vec<u8>>,
+    /// Its `/metrics` cannot be reached (the reconciler cannot prove what it loaded).
+    pub unreachable: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +114,9 @@ pub struct World {
     pub all_actions: Vec<Action>,
     pub settings: Settings,
     pub deployment_missing: bool,
+    /// The minor version every simulated API server reports (37: a hash format eargate has
+    /// checked against the real binary).
+    pub minor: u32,
 }
 
 pub const RESOURCES: &[&str] = &["secrets", "configmaps"];
@@ -143,6 +149,7 @@ impl World {
                 .map(|_| Pod {
                     template: None,
                     config: None,
+                    unreachable: false,
                 })
                 .collect(),
             jobs: BTreeMap::new(),
@@ -153,6 +160,7 @@ impl World {
             all_actions: Vec::new(),
             settings: Settings::default(),
             deployment_missing: false,
+            minor: 37,
         };
         for (i, r) in RESOURCES.iter().enumerate() {
             for _ in 0..2 {
@@ -234,8 +242,46 @@ impl World {
             key_secrets: self.key_secrets.clone(),
             rollout,
             job,
+            replicas: self.replica_reports(),
             now: self.now,
         }
+    }
+
+    /// What each pod's API server reports it loaded: the hash of the bytes it loaded in
+    /// kube-apiserver 1.37's format (proven in `tests/k8s_loaded_config.rs`), or unreachable
+    /// when the test says so.
+    pub fn replica_reports(&self) -> Vec<ReplicaReport> {
+        if self.deployment_missing {
+            return Vec::new();
+        }
+        self.pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ReplicaReport {
+                pod: format!("apiserver-{i}"),
+                loaded: if p.unreachable {
+                    Loaded::Unreachable {
+                        error: "connection refused".to_owned(),
+                    }
+                } else {
+                    Loaded::Reported {
+                        minor: self.minor,
+                        hash: p.config.as_deref().and_then(|c| expected_hash(37, c)),
+                    }
+                },
+            })
+            .collect()
+    }
+
+    /// Hot reload of one pod whose loaded config differs from the Secret (kubelet updated the
+    /// mount, the API server reloaded it); false when every pod runs the Secret's content.
+    pub fn reload_one(&mut self) -> bool {
+        let content = self.secret_content();
+        let Some(pod) = self.pods.iter_mut().find(|p| p.config != content) else {
+            return false;
+        };
+        pod.config = content;
+        true
     }
 
     /// One reconcile: plan from scratch, execute the actions, stopping before action
@@ -315,6 +361,7 @@ impl World {
                 }
             }
             Action::Event { reason, note, .. } => self.events.push((reason.clone(), note.clone())),
+            Action::MarkReloadStarted { started } => self.started = Some(*started),
             Action::ReportDrift { .. } | Action::RequeueAfter(_) | Action::Backoff { .. } => {}
         }
     }
@@ -333,6 +380,7 @@ impl World {
                 *p = Pod {
                     template,
                     config: content,
+                    unreachable: false,
                 };
                 true
             }
@@ -421,6 +469,9 @@ impl World {
             let before = self.fingerprint();
             self.reconcile();
             self.roll_all();
+            if self.settings.reload == ReloadMode::HotReload {
+                while self.reload_one() {}
+            }
             self.finish_jobs();
             self.check_invariants();
             if before == self.fingerprint() {
