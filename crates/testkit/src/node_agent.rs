@@ -26,6 +26,16 @@
 //!   counts and `completionTime`. No Pod objects are created for Jobs (nothing reads them).
 //! - It creates the namespace's `default` ServiceAccount (the serviceaccount controller's
 //!   job), without which the seed refuses Pods.
+//! - **Pod addresses**: every replica listens on loopback at a port of its own, so a Pod's
+//!   `podIP` is 127.0.0.1 and its API container's port (named `https`) is that replica's
+//!   port — where a real Pod has an IP of its own and the template's port.
+//! - **Secret volume sync, for hot reload only** (kubelet's periodic volume update): when the
+//!   template's API container runs with `--encryption-provider-config-automatic-reload`, the
+//!   agent rewrites a running replica's mounted config file (write, then rename) about a
+//!   second after the Secret changes; kube-apiserver then reloads it on its own (it polls the
+//!   file once a minute). Pods without that flag keep the file they started with.
+//! - **Faults a test asks for**: [`AgentState::override_config`] makes a replica start with
+//!   a config file other than the mounted Secret's (a stale or hand-edited mount).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash as _, Hasher as _};
@@ -108,6 +118,10 @@ pub struct AgentState {
     pub restarting: AtomicBool,
     /// Container restarts done.
     pub restarts_done: AtomicU32,
+    /// Replica index -> config file content it starts with instead of the mounted Secret's.
+    config_overrides: Mutex<HashMap<usize, Vec<u8>>>,
+    /// Hot-reload file rewrites done (one per replica per Secret change).
+    pub volume_syncs: AtomicU32,
 }
 
 impl AgentState {
@@ -142,6 +156,27 @@ impl AgentState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(i);
+    }
+
+    /// From now on, replica `i` starts (or restarts) with a config file holding `content`
+    /// instead of the mounted Secret's (`None` puts the Secret's file back for its next start).
+    pub fn override_config(&self, i: usize, content: Option<Vec<u8>>) {
+        let mut overrides = self
+            .config_overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match content {
+            Some(c) => overrides.insert(i, c),
+            None => overrides.remove(&i),
+        };
+    }
+
+    fn config_override(&self, i: usize) -> Option<Vec<u8>> {
+        self.config_overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&i)
+            .cloned()
     }
 
     /// Every finished rollout so far.
@@ -335,6 +370,23 @@ struct PodRecord {
     name: String,
     template_hash: String,
     restarts: u32,
+    /// The mounted config file (the Secret's), when the Secret holds one.
+    mounted_config: Option<PathBuf>,
+    /// The replica reloads that file by itself (`--encryption-provider-config-automatic-reload`).
+    hot_reload: bool,
+}
+
+/// The flag that makes kube-apiserver reload its encryption config file by itself.
+const AUTOMATIC_RELOAD_FLAG: &str = "--encryption-provider-config-automatic-reload";
+
+/// The template's API container runs with [`AUTOMATIC_RELOAD_FLAG`].
+fn hot_reload_template(template: &PodTemplateSpec) -> bool {
+    template
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.first())
+        .flat_map(|c| c.args.iter().flatten())
+        .any(|a| a == AUTOMATIC_RELOAD_FLAG || a == &format!("{AUTOMATIC_RELOAD_FLAG}=true"))
 }
 
 /// kubelet plus the deployment and replicaset controllers, for one Deployment.
@@ -382,8 +434,74 @@ impl Kubelet {
                 self.state.note(format!("error: deployment sync: {e}"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            if let Err(e) = self.sync_volumes().await {
+                self.state.note(format!("error: volume sync: {e}"));
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Hot-reload pods: rewrites each mounted config file whose content differs from the
+    /// Secret's (as kubelet's volume manager does), atomically.
+    async fn sync_volumes(&self) -> Result<(), String> {
+        let files: Vec<(usize, PathBuf)> = self
+            .pods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let p = p.as_ref()?;
+                p.hot_reload.then_some((i, p.mounted_config.clone()?))
+            })
+            .collect();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.seed.clone(), &self.config.namespace);
+        let Some(secret) = secrets
+            .get_opt(&self.config.config_secret)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let Some(content) = secret
+            .data
+            .and_then(|mut d| d.remove(&self.config.config_secret_key))
+        else {
+            return Ok(());
+        };
+        for (i, file) in files {
+            if std::fs::read(&file).ok().as_deref() == Some(content.0.as_slice()) {
+                continue;
+            }
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, &content.0).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &file).map_err(|e| format!("{}: {e}", file.display()))?;
+            self.state.volume_syncs.fetch_add(1, Ordering::SeqCst);
+            self.state.note(format!(
+                "replica {i}: mounted config file updated from the Secret (the API server reloads it by itself)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file replica `i` starts with: the test's override when one is set (written next to
+    /// the pod's mounts), else the mounted Secret's.
+    fn start_file(
+        &self,
+        i: usize,
+        pod_dir: &Path,
+        mounted: Option<&Path>,
+    ) -> Result<Option<PathBuf>, String> {
+        let Some(content) = self.state.config_override(i) else {
+            return Ok(mounted.map(Path::to_owned));
+        };
+        let file = pod_dir.join("override-encryption-configuration.yaml");
+        std::fs::write(&file, content).map_err(|e| format!("{}: {e}", file.display()))?;
+        self.state.note(format!(
+            "replica {i}: starting with an overridden config file instead of the mounted Secret's"
+        ));
+        Ok(Some(file))
     }
 
     fn deployments(&self) -> Api<Deployment> {
@@ -499,18 +617,31 @@ impl Kubelet {
                     self.config.deployment, self.pod_counter
                 )
             };
-            let config_file = self.mount_pod(template, &pod_name).await?;
+            let mounted = self.mount_pod(template, &pod_name).await?;
+            let pod_dir = self.config.dir.join("pods").join(&pod_name);
+            let config_file = self.start_file(i, &pod_dir, mounted.as_deref())?;
             with_config &= config_file.is_some();
+            let hot_reload = hot_reload_template(template) && config_file.is_some();
             let user = self.user.clone();
             let file = config_file.clone();
-            let url = tokio::task::spawn_blocking(move || user.start_replica(i, file.as_deref()))
-                .await
-                .map_err(|e| format!("starting replica {i}: {e}"))?;
-            self.create_pod(template, target, &pod_name).await?;
+            let extra: Vec<String> = if hot_reload {
+                vec![AUTOMATIC_RELOAD_FLAG.to_owned()]
+            } else {
+                Vec::new()
+            };
+            let url = tokio::task::spawn_blocking(move || {
+                user.start_replica_with(i, file.as_deref(), &extra)
+            })
+            .await
+            .map_err(|e| format!("starting replica {i}: {e}"))?;
+            self.create_pod(template, target, &pod_name, replica_port(&url)?)
+                .await?;
             self.pods[i] = Some(PodRecord {
                 name: pod_name.clone(),
                 template_hash: target.to_owned(),
                 restarts: 0,
+                mounted_config: mounted,
+                hot_reload,
             });
             self.state.note(format!(
                 "replica {i}: pod {pod_name} ready at {url} ({})",
@@ -589,6 +720,7 @@ impl Kubelet {
         template: &PodTemplateSpec,
         target: &str,
         pod_name: &str,
+        port: u16,
     ) -> Result<(), String> {
         let meta = template.metadata.clone().unwrap_or_default();
         let mut labels = meta.labels.clone().unwrap_or_default();
@@ -601,6 +733,11 @@ impl Kubelet {
         let mut spec = serde_json::to_value(template.spec.clone().unwrap_or_default())
             .map_err(|e| e.to_string())?;
         spec["nodeName"] = json!(self.config.node_name);
+        // This replica's loopback port stands in for the Pod's own IP (see the module docs).
+        if let Some(container) = spec["containers"].get_mut(0) {
+            container["ports"] =
+                json!([{"name": "https", "containerPort": port, "protocol": "TCP"}]);
+        }
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {
                 "name": pod_name,
@@ -656,15 +793,22 @@ impl Kubelet {
         };
         pod.restarts += 1;
         let (name, restarts) = (pod.name.clone(), pod.restarts);
+        let (mounted, hot_reload) = (pod.mounted_config.clone(), pod.hot_reload);
+        let pod_dir = self.config.dir.join("pods").join(&name);
+        let file = self.start_file(i, &pod_dir, mounted.as_deref())?;
         self.pod_ready(&name, false, restarts - 1).await?;
         self.write_ready(1).await?;
         self.state
             .note(format!("replica {i}: container of pod {name} restarting"));
         let user = self.user.clone();
+        let extra: Vec<String> = if hot_reload {
+            vec![AUTOMATIC_RELOAD_FLAG.to_owned()]
+        } else {
+            Vec::new()
+        };
         let url = tokio::task::spawn_blocking(move || {
-            let file = user.replica_encryption_config(i);
             user.stop_replica(i);
-            user.start_replica(i, file.as_deref())
+            user.start_replica_with(i, file.as_deref(), &extra)
         })
         .await
         .map_err(|e| format!("restarting replica {i}: {e}"))?;
@@ -881,6 +1025,14 @@ impl Kubelet {
             .map_err(|e| format!("writing the Deployment status: {e}"))?;
         Ok(())
     }
+}
+
+/// The port of a replica URL (`https://127.0.0.1:<port>`).
+fn replica_port(url: &str) -> Result<u16, String> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("no port in the replica URL {url}"))
 }
 
 fn eargate_config_hash_annotation() -> &'static str {

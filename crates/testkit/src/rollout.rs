@@ -241,6 +241,19 @@ impl HostedCluster {
     /// writes the `admin-kubeconfig` Secret and the `apiserver` Deployment with `replicas`
     /// replicas, starts the node agent, and waits until it has started every replica.
     pub async fn start(seed: &Seed, name: &str, replicas: usize) -> HostedCluster {
+        Self::start_with(seed, name, replicas, false).await
+    }
+
+    /// [`HostedCluster::start`]; with `hot_reload`, the platform provisions the API servers
+    /// for hot reload: the rendered-config Secret starts out holding an identity-only
+    /// configuration and every replica runs with `--encryption-provider-config-automatic-reload`,
+    /// so no config change ever needs a restart.
+    pub async fn start_with(
+        seed: &Seed,
+        name: &str,
+        replicas: usize,
+        hot_reload: bool,
+    ) -> HostedCluster {
         let cp = seed.cp;
         let admin = Identity::admin();
         let namespace = names::default_control_plane_namespace(name);
@@ -259,7 +272,14 @@ impl HostedCluster {
             "metadata": {"name": names::DEFAULT_ADMIN_KUBECONFIG_SECRET, "namespace": namespace},
             "data": {names::DEFAULT_ADMIN_KUBECONFIG_KEY: B64.encode(user.kubeconfig_text())}
         })]);
-        cp.apply(&[apiserver_deployment(&namespace, replicas)]);
+        if hot_reload {
+            cp.apply(&[json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": names::DEFAULT_CONFIG_SECRET, "namespace": namespace},
+                "data": {names::DEFAULT_CONFIG_SECRET_KEY: B64.encode(IDENTITY_ONLY_CONFIG)}
+            })]);
+        }
+        cp.apply(&[apiserver_deployment_with(&namespace, replicas, hot_reload)]);
         let agent = NodeAgent::start(
             NodeAgentConfig {
                 namespace: namespace.clone(),
@@ -315,7 +335,31 @@ pub fn random_key() -> [u8; 32] {
 
 /// The user cluster's API server Deployment as the seed holds it: it mounts the rendered
 /// config Secret (optional until the reconciler writes it).
+/// What a platform provisions for hot reload before encryption is enabled: Secrets stored in
+/// plaintext, from a file the API servers can reload later.
+pub const IDENTITY_ONLY_CONFIG: &str = "\
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+- resources:
+  - secrets
+  providers:
+  - identity: {}
+";
+
 pub fn apiserver_deployment(namespace: &str, replicas: usize) -> Value {
+    apiserver_deployment_with(namespace, replicas, false)
+}
+
+/// The API server Deployment; with `hot_reload`, its container runs with
+/// `--encryption-provider-config-automatic-reload`.
+pub fn apiserver_deployment_with(namespace: &str, replicas: usize, hot_reload: bool) -> Value {
+    let args: Vec<&str> = if hot_reload {
+        vec!["--encryption-provider-config=/etc/kubernetes/encryption-configuration/encryption-configuration.yaml",
+             "--encryption-provider-config-automatic-reload"]
+    } else {
+        Vec::new()
+    };
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": names::DEFAULT_APISERVER_DEPLOYMENT, "namespace": namespace},
@@ -332,6 +376,8 @@ pub fn apiserver_deployment(namespace: &str, replicas: usize) -> Value {
                     "containers": [{
                         "name": "apiserver",
                         "image": "registry.k8s.io/kube-apiserver:v1.37.2",
+                        "args": args,
+                        "ports": [{"name": "https", "containerPort": 6443, "protocol": "TCP"}],
                         "volumeMounts": [{"name": "encryption-configuration",
                             "mountPath": "/etc/kubernetes/encryption-configuration", "readOnly": true}]
                     }],

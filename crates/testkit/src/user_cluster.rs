@@ -122,6 +122,17 @@ impl UserCluster {
     /// when `encryption_config` is given, waits for its `/readyz`, then adds it to the
     /// Service. Blocking. Returns the replica's URL.
     pub fn start_replica(&self, i: usize, encryption_config: Option<&Path>) -> String {
+        self.start_replica_with(i, encryption_config, &[])
+    }
+
+    /// [`UserCluster::start_replica`] with more kube-apiserver flags (such as
+    /// `--encryption-provider-config-automatic-reload`).
+    pub fn start_replica_with(
+        &self,
+        i: usize,
+        encryption_config: Option<&Path>,
+        extra_args: &[String],
+    ) -> String {
         self.stop_replica(i);
         let mut replica = self.replica(i);
         replica.starts += 1;
@@ -130,6 +141,7 @@ impl UserCluster {
         if let Some(path) = encryption_config {
             args.push(format!("--encryption-provider-config={}", path.display()));
         }
+        args.extend(extra_args.iter().cloned());
         let mut server = {
             let _starting = starting();
             ApiServer::spawn(
