@@ -34,6 +34,7 @@ use eargate_policy::names;
 use eargate_testkit::rollout::{
     create_data, kubectl_stdin, random_key, DataSet, HostedCluster, Seed,
 };
+use eargate_testkit::secrets::B64;
 use eargate_testkit::user_cluster::UserCluster;
 use eargate_testkit::{ControlPlane, Identity};
 use k8s_openapi::api::core::v1::Secret;
@@ -41,7 +42,6 @@ use kube::Api;
 use serde_json::{json, Value};
 
 const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
-static B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

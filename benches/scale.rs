@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use eargate_policy::names;
 use eargate_testkit::rollout::{apiserver_deployment, random_key, Seed};
+use eargate_testkit::secrets::B64;
 use eargate_testkit::{ControlPlane, Identity};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -37,7 +38,6 @@ use serde_json::{json, Value};
 
 const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
 const NAMESPACE: &str = "eargate-system";
-static B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -1,3 +1,5 @@
+//! The `eargate` binary (also installed as `kubectl-eargate`): parses the command line and
+//! runs the subcommand; everything else is in the library.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;

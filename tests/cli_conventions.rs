@@ -2,29 +2,16 @@
 //! shell completion, and the small tools' defaults (`keygen`, `certs`, `render`).
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+use eargate_testkit::cli::{run, stderr as err, stdout as out};
+use eargate_testkit::fixtures::examples_dir as examples;
 use serde_json::Value;
 
+/// `eargate args…` run in `dir`.
 fn eargate(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eargate"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run eargate")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+    run(env!("CARGO_BIN_EXE_eargate"), args, dir)
 }
 
 const SUBCOMMANDS: [&str; 10] = [

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use eargate_testkit::fixtures::examples_dir;
+
 fn eargate(args: &[&str], dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_eargate"));
     c.args(args)
@@ -304,7 +306,7 @@ fn check_input_errors_name_the_file_and_line() {
 #[test]
 fn render_and_verify_refuse_redacted_configs() {
     let dir = tempfile::tempdir().unwrap();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let examples = examples_dir();
     let cluster = examples.join("fleet/payments-prod.yaml");
     // A referenced Secret that was not given: which --secret to add, and how to get it.
     let o = eargate(&["render", "-f", cluster.to_str().unwrap()], dir.path())

@@ -4,27 +4,19 @@
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use eargate_testkit::cli::{run, stderr, stdout};
+use eargate_testkit::fixtures::examples_dir as examples;
+use eargate_testkit::secrets::assert_no_key_material;
+use eargate_testkit::webhooks::KEY_A;
 use serde_json::Value;
 
-const KEY_A: &str = "3q2+7wF9aZr8Xk1cQ4mV0pLsT6uYbN2eH5gJ8dK1fWo=";
+const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
+/// `eargate check args…` in `examples/`.
 fn check(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eargate"))
-        .arg("check")
-        .args(args)
-        .current_dir(examples())
-        .output()
-        .expect("run eargate")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    run(EARGATE, &[&["check"], args].concat(), &examples())
 }
 
 /// `-o json`'s warnings of the only object checked.
@@ -62,7 +54,7 @@ fn json_warnings_carry_id_field_and_the_text_kubectl_prints() {
     let path = path.to_str().unwrap();
 
     let o = check(&["-f", path, "-o", "json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let warnings = json_warnings(&o);
     let got: Vec<(&str, &str, &str)> = warnings
         .iter()
@@ -97,20 +89,21 @@ fn json_warnings_carry_id_field_and_the_text_kubectl_prints() {
         warnings[0]["message"],
         "spec.encryptionConfiguration.resources[0]: \" Secrets\" written as \"secrets\" (kube-apiserver needs plural, lowercase names without spaces)"
     );
-    assert!(!text(&o.stdout).contains(KEY_A));
+    assert_no_key_material(&[KEY_A], [("stdout", stdout(&o))]);
 
     // Text mode: the same texts, one `Warning:` line each on stderr, none on stdout.
     let t = check(&["-f", path]);
-    assert_eq!(t.status.code(), Some(0), "{}", text(&t.stderr));
-    let err = text(&t.stderr);
+    assert_eq!(t.status.code(), Some(0), "{}", stderr(&t));
+    let err = stderr(&t);
     let lines: Vec<&str> = err.lines().collect();
     let want: Vec<String> = warnings
         .iter()
         .map(|w| format!("Warning: {path}: {}", w["message"].as_str().unwrap()))
         .collect();
     assert_eq!(lines, want);
-    assert!(!text(&t.stdout).contains("Warning"), "{}", text(&t.stdout));
-    assert!(!err.contains(KEY_A) && !err.contains("EARW"), "{err}");
+    assert!(!stdout(&t).contains("Warning"), "{}", stdout(&t));
+    assert!(!err.contains("EARW"), "{err}");
+    assert_no_key_material(&[KEY_A], [("stderr", &err)]);
 }
 
 #[test]
@@ -123,7 +116,7 @@ fn an_edit_names_the_key_it_is_about() {
         "-o",
         "json",
     ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let warnings = json_warnings(&o);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0]["webhook"], "validate");

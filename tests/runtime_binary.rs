@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use eargate_testkit::cli;
+
 const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
 /// Written into a value both commands log at start-up.
 const FORGED: &str = "x\nFORGED level=ERROR";
@@ -85,11 +87,7 @@ impl Running {
 
     /// SIGTERM, then the exit code (within 30 s) and every line logged.
     fn terminate(mut self) -> (i32, String) {
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        cli::signal(&self.child, "TERM");
         for _ in 0..600 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 self.seen.extend(self.lines.iter());
@@ -142,31 +140,9 @@ fn serve_answers_on_the_admin_port_and_escapes_its_log_lines() {
     let dir = tempfile::tempdir().unwrap();
     // The certificate's path is logged at start-up: give it a newline.
     let certs = dir.path().join(FORGED);
-    let out = Command::new(EARGATE)
-        .args(["certs", "--out-dir"])
-        .arg(&certs)
-        .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut serve = Running::start(
-        Command::new(EARGATE)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--shutdown-delay", "0s", "--tls-cert-file"])
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(certs.join("tls.key")),
-    );
+    cli::certs(EARGATE, &certs);
+    let mut serve =
+        Running::start(cli::serve_command(EARGATE, &certs).args(["--shutdown-delay", "0s"]));
     let admin = serve.admin_addr("eargate admission server listening");
     assert_admin_port(admin, "eargate_tls_certificate_expiry_timestamp_seconds");
     let line = serve.line_with("eargate admission server listening");

@@ -8,14 +8,14 @@
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use eargate_testkit::admission::tls_client_config;
+use eargate_testkit::cli;
 use eargate_testkit::secrets::pem_body;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::CertificateDer;
 
 const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
 /// `eargate serve`'s default `--shutdown-delay`.
@@ -26,17 +26,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn tls_client(ca_pem: &[u8], addr: SocketAddr) -> std::io::Result<Tls> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = tls_client_config(&[ca_pem]);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let conn =
         rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
@@ -146,17 +136,7 @@ fn check_review_reply(status: u16, body: &[u8]) -> Result<(), String> {
 /// `eargate certs` into `dir/certs`.
 fn make_certs(dir: &Path) -> PathBuf {
     let certs = dir.join("certs");
-    let out = Command::new(EARGATE)
-        .args(["certs", "--out-dir"])
-        .arg(&certs)
-        .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli::certs(EARGATE, &certs);
     certs
 }
 
@@ -172,21 +152,9 @@ struct Served {
 
 impl Served {
     fn start(certs: &Path, extra: &[&str]) -> Served {
-        let mut child = Command::new(EARGATE)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+        let mut child = cli::serve_command(EARGATE, certs)
+            .args(["--log-format", "json"])
             .args(extra)
-            .arg("--tls-cert-file")
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(certs.join("tls.key"))
             .stderr(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -235,11 +203,7 @@ impl Served {
     }
 
     fn signal(&self, name: &str) {
-        let kill = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        cli::signal(&self.child, name);
     }
 
     fn exit_status(&mut self) -> Option<ExitStatus> {

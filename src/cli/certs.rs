@@ -19,6 +19,7 @@ pub const DEFAULT_DNS_NAMES: [&str; 2] = ["localhost", "eargate-webhook.eargate-
 /// The loopback address, for clients that connect by IP.
 pub const DEFAULT_IPS: [IpAddr; 1] = [IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)];
 
+/// The flags of `eargate certs`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory for ca.crt, ca.key, tls.crt and tls.key (created when missing).
@@ -45,6 +46,7 @@ pub struct Args {
 
 const FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
 
+/// Writes the CA and the serving certificate; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.force {
         if let Some(existing) = FILES

@@ -29,8 +29,8 @@ use anyhow::{bail, Context as _};
 use eargate_policy::names::{
     CLUSTER_GROUP, CLUSTER_KIND, CLUSTER_PLURAL, CLUSTER_VERSION, VALIDATING_WEBHOOK_NAME,
 };
-use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
 use eargate_policy::Warning;
+use eargate_policy::{review_detailed, Detailed, PolicyConfig, Webhook};
 use serde_json::{json, Value};
 
 use super::input::{self, Doc};
@@ -64,6 +64,7 @@ pub enum PatchType {
     Json,
 }
 
+/// The flags of `eargate check`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("edit").required(true).args(["filenames", "patch"])))]
 pub struct Args {
@@ -94,6 +95,7 @@ pub struct Args {
     /// How --patch applies.
     #[arg(long, value_enum, default_value_t = PatchType::Merge)]
     pub patch_type: PatchType,
+    /// Where a live Cluster is read from (`--kubeconfig`, `--context`).
     #[command(flatten)]
     pub kube: KubeArgs,
     /// Judge the edit as made through this subresource (needs the stored object: --old or
@@ -336,6 +338,7 @@ struct Live {
     describe: String,
 }
 
+/// Judges every edit given; returns the worst exit code (0 allowed, 1 denied, 2 bad input).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let kube_given = args.kube.kubeconfig.is_some() || args.kube.context.is_some();
     if kube_given && args.cluster.is_none() {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory as _;
 
+/// The flags of `eargate completion`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The shell to print the completion script for.
@@ -16,6 +17,7 @@ pub struct Args {
     pub name: String,
 }
 
+/// Prints the completion script for the shell; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut command = super::Cli::command();
     clap_complete::generate(args.shell, &mut command, &args.name, &mut std::io::stdout());

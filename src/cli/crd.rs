@@ -12,6 +12,7 @@ use eargate_policy::model::Cluster;
 use kube::CustomResourceExt as _;
 use serde_json::Value;
 
+/// The flags of `eargate crd`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Output format: YAML (the chart's copy; `text` is the same) or JSON.
@@ -69,6 +70,7 @@ pub fn crd_yaml() -> anyhow::Result<String> {
     Ok(format!("---\n{yaml}"))
 }
 
+/// Prints the CustomResourceDefinition; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.output {
         super::Output::Json => super::Output::Json.print_value(&cluster_crd()?)?,

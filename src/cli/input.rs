@@ -16,6 +16,7 @@ use serde_json::Value;
 pub struct Doc {
     /// `path`, `path#2` (second document), `path#items[3]`, `stdin`.
     pub origin: String,
+    /// The object as JSON, or why it could not be read.
     pub value: Result<Value, String>,
     /// Found by walking a directory (not named on the command line): a repository holds
     /// other kinds too, which are skipped rather than refused.
@@ -228,7 +229,7 @@ fn kind_of(v: &Value) -> &'static str {
 /// A parser message without its position (ours is added) and with quoted fragments
 /// removed (they may be key material).
 pub fn scrub(message: &str) -> String {
-    eargate_policy::keys::scrub_quoted(message.split(" at line ").next().unwrap_or(message))
+    eargate_policy::scrub_quoted(message.split(" at line ").next().unwrap_or(message))
 }
 
 #[cfg(test)]

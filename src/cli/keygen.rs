@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::Output;
 
+/// The flags of `eargate keygen`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Also print a ready-to-apply Secret manifest with this name (for `secretRef`).
@@ -61,6 +62,7 @@ pub fn check_dns1123_label(label: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints a fresh key, as a Secret manifest or a bare value; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(name) = &args.secret_name {
         if let Err(why) = check_dns1123_subdomain(name) {

@@ -21,12 +21,14 @@ pub struct KubeArgs {
 
 /// A client and the words that name where it points, for error messages.
 pub struct Target {
+    /// The client configuration.
     pub config: kube::Config,
     /// E.g. `https://10.0.0.1:6443 (kubeconfig /home/me/.kube/config, context prod)`.
     pub describe: String,
 }
 
 impl Target {
+    /// A client for the configuration; its error names the target.
     pub fn client(&self) -> anyhow::Result<kube::Client> {
         kube::Client::try_from(self.config.clone())
             .with_context(|| format!("cannot build a client for {}", self.describe))

@@ -24,6 +24,8 @@ pub mod serve;
 pub mod verify;
 
 /// `-o/--output`: text for people, JSON or YAML for tools.
+// The variants' names say it; a doc comment on one would become its help text in `--help`.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Text,
@@ -53,6 +55,7 @@ Exit codes:
   1  a negative verdict: denied, not verified, objects failed
   2  bad input, usage error, or an API/etcd that cannot be reached";
 
+/// The whole command line: one subcommand.
 #[derive(Debug, Parser)]
 #[command(
     name = "eargate",
@@ -61,10 +64,12 @@ Exit codes:
     after_help = EXIT_CODES_HELP,
 )]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a fresh secretbox key (base64 of 32 random bytes).

@@ -14,6 +14,7 @@ use tracing::{error, info};
 
 pub use eargate_runtime::LogFormat;
 
+/// The flags of `eargate reconcile`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
@@ -63,6 +64,7 @@ pub struct Args {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where the seed cluster's API server is (`--kubeconfig`, `--context`).
     #[command(flatten)]
     pub kube: super::kubeapi::KubeArgs,
 }
@@ -88,6 +90,7 @@ fn default_identity() -> String {
         .unwrap_or_else(|| format!("{}-{}", names::RECONCILER_NAME, std::process::id()))
 }
 
+/// Runs the reconciler until SIGTERM or Ctrl-C; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.job_image.trim().is_empty() {
         anyhow::bail!(

@@ -15,12 +15,14 @@ use eargate_reencrypt::{Options, ProgressSink};
 use super::kubeapi::KubeArgs;
 pub use super::Output;
 
+/// The flags of `eargate reencrypt`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Resources to rewrite, as in the EncryptionConfiguration: `secrets`, `deployments.apps`,
     /// `*.apps` (a whole group), `*.` (every core resource), `*.*` (everything). Comma-separated.
     #[arg(long, required = true, value_delimiter = ',')]
     pub resources: Vec<String>,
+    /// Where the API server is (`--kubeconfig`, `--context`).
     #[command(flatten)]
     pub kube: KubeArgs,
     /// Writes in flight at once (over one client).
@@ -37,6 +39,7 @@ pub struct Args {
     pub progress_interval: Duration,
 }
 
+/// Rewrites the resources' objects and prints the summary; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut options = Options::new(args.resources);
     options.concurrency = args.concurrency;

@@ -22,6 +22,7 @@ use super::Output;
 /// as a real config.
 pub const REDACTED: &str = "REDACTED";
 
+/// The flags of `eargate render`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The Cluster manifest (YAML or JSON); the same input as `check -f`.
@@ -119,6 +120,7 @@ fn explain(err: PreviewError, cluster: &Cluster) -> anyhow::Error {
     anyhow::Error::new(err)
 }
 
+/// Prints the EncryptionConfiguration the reconciler would write; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cluster_file = args.cluster.display().to_string();
     let cluster = eargate_reconciler::parse_cluster(&cluster_file, &read(&args.cluster, "-f")?)?;

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use eargate_admission::{PolicyReviewer, ServeConfig, DEFAULT_MAX_BODY_BYTES};
 use eargate_policy::names::DEFAULT_STATUS_WRITER;
-use eargate_policy::review::PolicyConfig;
+use eargate_policy::PolicyConfig;
 
 pub use eargate_runtime::LogFormat;
 
+/// The flags of `eargate serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// TLS address for POST /mutate, POST /validate, GET /healthz and GET /readyz.
@@ -55,6 +56,7 @@ fn parse_shutdown_delay(text: &str) -> Result<Duration, String> {
     super::flags::parse_duration_or_zero(text)
 }
 
+/// Serves the webhooks until SIGTERM or Ctrl-C; returns the exit code.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _log_guard = eargate_runtime::init_logging(args.log_format);
     eargate_admission::install_panic_hook();

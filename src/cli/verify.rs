@@ -13,6 +13,7 @@ use eargate_storage::verify::{verify, VerifyOptions, DEFAULT_OFFENDER_LIMIT};
 
 pub use super::Output;
 
+/// The flags of `eargate verify`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// etcd endpoints, comma separated (https://host:2379 needs --cacert).
@@ -70,6 +71,7 @@ pub fn read_config(path: &std::path::Path) -> anyhow::Result<EncryptionConfig> {
     })
 }
 
+/// Reads etcd and prints the report; returns the exit code (0 verified, 1 not).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = read_config(&args.encryption_config)?;
     let options = VerifyOptions {

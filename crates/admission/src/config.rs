@@ -24,15 +24,21 @@ pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Everything `eargate serve` is told on the command line.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The HTTPS address kube-apiserver calls.
     pub listen: SocketAddr,
     /// Plain-HTTP `/metrics`; `None` serves no metrics port.
     pub metrics_listen: Option<SocketAddr>,
+    /// The serving certificate (PEM), reloaded when it changes.
     pub tls_cert_file: PathBuf,
+    /// Its private key (PEM), reloaded with it.
     pub tls_key_file: PathBuf,
+    /// Largest review body accepted; a larger one gets 413.
     pub max_body_bytes: usize,
+    /// How often the certificate files are checked for a change.
     pub cert_poll_interval: Duration,
     /// After SIGTERM: readiness false, still accepting, for this long; then the drain.
     pub shutdown_delay: Duration,
+    /// How long requests in flight may take to finish once the drain begins.
     pub drain_timeout: Duration,
     /// Limit on reading a request's headers, and separately its body (HTTP/1.1 headers:
     /// the connection is closed; a body: 408).
@@ -40,6 +46,7 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The defaults for everything but the address and the certificate files.
     pub fn new(listen: SocketAddr, tls_cert_file: PathBuf, tls_key_file: PathBuf) -> Self {
         ServeConfig {
             listen,

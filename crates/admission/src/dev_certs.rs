@@ -26,9 +26,13 @@ pub enum DevCertError {
 
 /// PEM text of a development CA and a serving certificate signed by it.
 pub struct DevCerts {
+    /// The CA's certificate: what clients trust (the webhook's `caBundle`).
     pub ca_cert_pem: String,
+    /// The CA's private key.
     pub ca_key_pem: String,
+    /// The serving certificate, signed by the CA.
     pub cert_pem: String,
+    /// The serving certificate's private key.
     pub key_pem: String,
 }
 
@@ -42,7 +46,9 @@ impl std::fmt::Debug for DevCerts {
 /// How long the serving certificate and the CA are valid.
 #[derive(Debug, Clone, Copy)]
 pub struct Validity {
+    /// Days the serving certificate is valid from now.
     pub serving_days: i64,
+    /// Days the CA is valid from now.
     pub ca_days: i64,
 }
 

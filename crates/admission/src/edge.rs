@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use eargate_policy::review::Webhook;
+use eargate_policy::Webhook;
 use eargate_runtime::Probe as _;
 use futures::StreamExt as _;
 use tower_http::catch_panic::CatchPanicLayer;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
-use eargate_policy::review::{ReviewError, Reviewed, Webhook};
+use eargate_policy::{ReviewError, Reviewed, Webhook};
 use tower::ServiceExt as _;
 
 use super::{is_json, router};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use eargate_policy::review::{review, PolicyConfig, ReviewError, Reviewed, Webhook};
+use eargate_policy::{review, PolicyConfig, ReviewError, Reviewed, Webhook};
 use eargate_runtime::Probe;
 
 use crate::metrics::{Metrics, WebhookLabel};
@@ -16,12 +16,14 @@ use crate::tls::CertStore;
 /// Decides one review. The server calls the policy through this so tests can inject
 /// faults (a panicking reviewer) without a test-only route in the real server.
 pub trait Reviewer: Send + Sync + 'static {
+    /// Answers one review body for `webhook`: the reply and its summary, or why the body is refused.
     fn review(&self, webhook: Webhook, body: &[u8]) -> Result<Reviewed, ReviewError>;
 }
 
 /// The real reviewer: eargate's policy with the configured status writers.
 #[derive(Debug, Default)]
 pub struct PolicyReviewer {
+    /// Who may write `status.encryption`.
     pub config: PolicyConfig,
 }
 

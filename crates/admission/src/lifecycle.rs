@@ -20,26 +20,37 @@ use crate::tls::{self, CertReloader, CertStore, TlsError};
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The certificate or key could not be loaded.
     #[error("serving certificate: {0}")]
     Tls(#[from] TlsError),
+    /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why it could not be bound.
         source: std::io::Error,
     },
+    /// The server failed while serving.
     #[error("admission server failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The server task panicked or was cancelled.
     #[error("admission server task failed")]
     Join,
 }
 
 /// A started server: its addresses and the means to drain it.
 pub struct Running {
+    /// The address the HTTPS server listens on (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// The address of the admin port (`/metrics`, `/healthz`, `/readyz`), if served.
     pub metrics_addr: Option<SocketAddr>,
+    /// The server's metrics.
     pub metrics: Arc<Metrics>,
+    /// The certificate pair in use, swapped on reload.
     pub store: Arc<CertStore>,
     state: Arc<AppState>,
     handle: axum_server::Handle<SocketAddr>,

@@ -110,6 +110,7 @@ pub fn operation_label(operation: &str) -> &'static str {
 }
 
 impl Metrics {
+    /// Every metric registered, at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("eargate");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -215,10 +216,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request handler that panicked (answered 500).
     pub fn record_panic(&self) {
         self.panics.inc();
     }
 
+    /// Counts a certificate reload by its outcome.
     pub fn record_reload(&self, outcome: ReloadOutcome) {
         self.reloads
             .get_or_create(&ReloadLabels {
@@ -227,6 +230,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the serving certificate's `notAfter` (seconds since the Unix epoch).
     pub fn set_cert_expiry(&self, not_after: i64) {
         self.cert_expiry.set(not_after);
     }

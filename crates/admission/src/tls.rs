@@ -22,18 +22,34 @@ use crate::metrics::{Metrics, ReloadOutcome};
 /// Why a certificate/key pair cannot be used. Never carries file contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsError {
+    /// The file could not be read.
     #[error("cannot read {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error, as text.
+        reason: String,
+    },
+    /// The certificate file holds no PEM certificate.
     #[error("no PEM certificate in {0}")]
     NoCertificate(PathBuf),
+    /// The first certificate does not parse as X.509.
     #[error("the first certificate in {0} is not a valid X.509 certificate")]
     BadCertificate(PathBuf),
+    /// The key file holds no private key rustls can read.
     #[error("no readable PEM private key (PKCS#8, PKCS#1 or SEC1) in {0}")]
     NoKey(PathBuf),
+    /// The key is of a type rustls cannot sign with.
     #[error("the private key in {0} is of a type rustls cannot sign with")]
     UnsupportedKey(PathBuf),
+    /// The key does not match the certificate.
     #[error("the private key in {key} does not belong to the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
 }
 
 /// The ring provider, the only one eargate uses.
@@ -44,6 +60,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// A checked certificate/key pair ready for rustls.
 #[derive(Debug, Clone)]
 pub struct LoadedPair {
+    /// The certificate chain and signing key, as rustls takes them.
     pub certified: Arc<CertifiedKey>,
     /// `notAfter` of the serving (first) certificate, seconds since the Unix epoch.
     pub not_after: i64,
@@ -124,6 +141,7 @@ pub struct CertStore {
 }
 
 impl CertStore {
+    /// A store holding `pair`.
     pub fn new(pair: &LoadedPair) -> Self {
         CertStore {
             current: RwLock::new(Some(pair.certified.clone())),

@@ -2,14 +2,12 @@
 //! reply checked with kube-apiserver's acceptance rules.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use eargate_admission::{PolicyReviewer, Reviewer};
-use eargate_policy::review::{ReviewError, Reviewed, Webhook};
+use eargate_policy::{ReviewError, Reviewed, Webhook};
+use eargate_testkit::admission::*;
 use eargate_testkit::fixtures::{ClusterFixture, Review, RECONCILER, V1, V1BETA1};
 use eargate_testkit::secrets::{assert_no_key_material, pem_body, test_key};
 use serde_json::{json, Value};
@@ -20,17 +18,6 @@ fn delete_review() -> Value {
     Review::delete(&ClusterFixture::new("a").kubermatic().build())
         .user("u")
         .build()
-}
-
-/// Mutate, apply the patch, then validate the patched object: what kube-apiserver does.
-async fn mutate_then_validate(server: &TestServer, review_in: &Value) -> (Value, Value) {
-    let mutated = server.admit("/mutate", review_in).await;
-    let mut second = review_in.clone();
-    if let Some(object) = review_in["request"].get("object").filter(|o| !o.is_null()) {
-        second["request"]["object"] = apply_patch(object, &mutated);
-    }
-    let validated = server.admit("/validate", &second).await;
-    (mutated, validated)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +35,7 @@ async fn create_with_defaults_is_patched_then_allowed_in_both_versions() {
             .api_version(version)
             .user("someone@example.com")
             .build();
-        let (mutated, validated) = mutate_then_validate(&server, &r).await;
+        let (mutated, validated) = server.mutate_then_validate(&r).await;
         assert_eq!(mutated["response"]["patchType"], "JSONPatch", "{mutated:#}");
         let patched = apply_patch(&object, &mutated);
         assert_eq!(
@@ -83,7 +70,7 @@ async fn create_with_defaults_is_patched_then_allowed_in_both_versions() {
             .api_version(version)
             .user("someone@example.com")
             .build();
-        let (mutated, validated) = mutate_then_validate(&server, &r).await;
+        let (mutated, validated) = server.mutate_then_validate(&r).await;
         assert!(
             mutated["response"].get("patch").is_none_or(Value::is_null),
             "{mutated:#}"
@@ -115,7 +102,7 @@ async fn removing_the_active_key_is_denied_with_403_in_both_versions() {
             .api_version(version)
             .user("someone@example.com")
             .build();
-        let (_, validated) = mutate_then_validate(&server, &r).await;
+        let (_, validated) = server.mutate_then_validate(&r).await;
         let resp = &validated["response"];
         assert_eq!(resp["allowed"], false, "{validated:#}");
         assert_eq!(resp["status"]["code"], 403);
@@ -173,14 +160,14 @@ async fn status_subresource_only_the_reconciler_changes_encryption_status() {
             .status()
             .user("someone@example.com")
             .build();
-        let (_, v) = mutate_then_validate(&server, &r).await;
+        let (_, v) = server.mutate_then_validate(&r).await;
         assert_eq!(v["response"]["allowed"], false, "{v:#}");
         let r = Review::update(&old, &new)
             .api_version(version)
             .status()
             .user(RECONCILER)
             .build();
-        let (_, v) = mutate_then_validate(&server, &r).await;
+        let (_, v) = server.mutate_then_validate(&r).await;
         assert_eq!(v["response"]["allowed"], true, "{v:#}");
         // Other status edits stay allowed for anyone.
         let mut other = old.clone();
@@ -190,7 +177,7 @@ async fn status_subresource_only_the_reconciler_changes_encryption_status() {
             .status()
             .user("kubermatic-controller")
             .build();
-        let (_, v) = mutate_then_validate(&server, &r).await;
+        let (_, v) = server.mutate_then_validate(&r).await;
         assert_eq!(v["response"]["allowed"], true, "{v:#}");
     }
 }
@@ -218,7 +205,7 @@ async fn delete_is_allowed() {
                 }
             }
             .build();
-            let (m, v) = mutate_then_validate(&server, &r).await;
+            let (m, v) = server.mutate_then_validate(&r).await;
             assert_eq!(m["response"]["allowed"], true);
             assert_eq!(v["response"]["allowed"], true);
         }
@@ -253,17 +240,7 @@ async fn foreign_kind_is_allowed_with_a_warning() {
 
 /// A raw TLS connection (HTTP/1.1 by hand) to control exactly what is sent.
 async fn raw_tls(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = rustls::pki_types::CertificateDer::from_pem_slice(server.certs.ca_cert_pem.as_bytes())
-        .unwrap();
-    roots.add(ca).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = tls_client_config(&[server.certs.ca_cert_pem.as_bytes()]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(server.running().addr)
         .await
@@ -567,7 +544,7 @@ async fn logs_have_one_line_per_review_and_no_key_material() {
         .user("someone@example.com")
         .build();
     let uid = r["request"]["uid"].as_str().unwrap().to_string();
-    let (_, v) = mutate_then_validate(&server, &r).await;
+    let (_, v) = server.mutate_then_validate(&r).await;
     assert_eq!(v["response"]["allowed"], false, "{v:#}");
     let reply_text = v.to_string();
 
@@ -786,20 +763,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// sending when the server answers. Returns every frame the server sent on stream 1 (and
 /// GOAWAY) within a second after the last one.
 async fn h2_raw_request(server: &TestServer, headers: &[(&str, &str)], body: &[u8]) -> Vec<Frame> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(
-            rustls::pki_types::CertificateDer::from_pem_slice(server.certs.ca_cert_pem.as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = tls_client_config(&[server.certs.ca_cert_pem.as_bytes()]);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(server.running().addr)
         .await

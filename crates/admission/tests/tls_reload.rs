@@ -3,16 +3,14 @@
 //! broken pair is refused and counted while the old one stays in use.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use eargate_admission::dev_certs::DevCerts;
 use eargate_admission::{PolicyReviewer, ServeConfig};
+use eargate_testkit::admission::*;
 use eargate_testkit::fixtures::{ClusterFixture, Review};
 use eargate_testkit::secrets::{assert_no_key_material, pem_body};
 use rustls::pki_types::pem::PemObject as _;
@@ -45,19 +43,8 @@ fn leaf_der(certs: &DevCerts) -> Vec<u8> {
 
 /// Does one fresh handshake and returns the serving certificate the server presented.
 async fn presented(addr: std::net::SocketAddr, cas: &[&DevCerts]) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        roots
-            .add(CertificateDer::from_pem_slice(ca.ca_cert_pem.as_bytes()).unwrap())
-            .unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let pems: Vec<&[u8]> = cas.iter().map(|ca| ca.ca_cert_pem.as_bytes()).collect();
+    let config = tls_client_config(&pems);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect("localhost".try_into().unwrap(), tcp)

@@ -5,9 +5,7 @@
 //! normally fixes it. Only a missing or empty list may be read as `[secrets]`.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use common::*;
+use eargate_testkit::admission::*;
 use eargate_testkit::fixtures::{ClusterFixture, Review};
 use eargate_testkit::secrets::test_key;
 use serde_json::{json, Value};
@@ -73,12 +71,11 @@ async fn validate_alone_denies_what_only_the_mutating_webhook_would_fix() {
         );
 
         // With the mutating webhook in front, the same edit is rewritten and allowed.
-        let mutated = server.admit("/mutate", &r).await;
+        let (mutated, validated) = server.mutate_then_validate(&r).await;
         assert_eq!(mutated["response"]["patchType"], "JSONPatch", "{mutated:#}");
-        let mut second = r.clone();
-        second["request"]["object"] = apply_patch(&r["request"]["object"], &mutated);
+        let patched = apply_patch(&r["request"]["object"], &mutated);
         assert_eq!(
-            second["request"]["object"]["spec"]["encryptionConfiguration"]["resources"],
+            patched["spec"]["encryptionConfiguration"]["resources"],
             json!(resources.iter().map(|s| s.trim().to_lowercase()).fold(
                 Vec::<String>::new(),
                 |mut v, s| {
@@ -89,7 +86,6 @@ async fn validate_alone_denies_what_only_the_mutating_webhook_would_fix() {
                 }
             )),
         );
-        let validated = server.admit("/validate", &second).await;
         assert_eq!(validated["response"]["allowed"], true, "{validated:#}");
     }
 }

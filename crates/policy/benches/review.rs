@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use eargate_policy::review::{review, PolicyConfig, Webhook};
+use eargate_policy::{review, PolicyConfig, Webhook};
 use serde_json::{json, Value};
 
 fn example(name: &str) -> Value {

@@ -15,8 +15,11 @@ pub const KIND: &str = "EncryptionConfiguration";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionConfig {
+    /// Always [`API_VERSION`] in a file kube-apiserver reads.
     pub api_version: String,
+    /// Always [`KIND`] in a file kube-apiserver reads.
     pub kind: String,
+    /// The entries, each a set of resources and the providers for them.
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
 }
@@ -164,7 +167,9 @@ impl EncryptionConfig {
 /// The first provider encrypts new writes; every provider is tried for reads.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct ResourceConfig {
+    /// The resources this entry covers (`secrets`, `configmaps`, `*.apps`, ...).
     pub resources: Vec<String>,
+    /// The providers in order: the first writes, all are tried for reads.
     pub providers: Vec<Provider>,
 }
 
@@ -172,12 +177,16 @@ pub struct ResourceConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Provider {
+    /// XSalsa20-Poly1305 with the listed keys, the only one eargate renders with keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secretbox: Option<KeysProvider>,
+    /// No encryption: reads and writes plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Empty>,
+    /// AES-CBC with the listed keys (read, never rendered by eargate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aescbc: Option<KeysProvider>,
+    /// AES-GCM with the listed keys (read, never rendered by eargate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aesgcm: Option<KeysProvider>,
     /// KMS providers are carried through but never rendered by eargate.
@@ -227,6 +236,7 @@ pub struct Empty {}
 /// `{keys: [...]}` of secretbox, aescbc and aesgcm.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeysProvider {
+    /// The keys, the first one encrypting.
     #[serde(default)]
     pub keys: Vec<ProviderKey>,
 }
@@ -234,7 +244,9 @@ pub struct KeysProvider {
 /// A named key; `secret` is the base64 key material.
 #[derive(Serialize, Deserialize, Clone, Default, PartialEq, Eq)]
 pub struct ProviderKey {
+    /// The key's name, part of the storage prefix of what it seals.
     pub name: String,
+    /// The key material, base64.
     pub secret: String,
 }
 

@@ -23,10 +23,18 @@ const GO_STD: GeneralPurpose = GeneralPurpose::new(
 pub enum KeyError {
     /// Not standard base64 with padding.
     #[error("the value is not standard base64 with '=' padding (invalid at character {position} of {length}); only A-Z, a-z, 0-9, '+', '/', '=' padding and line breaks are allowed")]
-    NotBase64 { position: usize, length: usize },
+    NotBase64 {
+        /// Where the value was refused, counted from 0.
+        position: usize,
+        /// The length of the whole value, in characters.
+        length: usize,
+    },
     /// Decoded fine, to the wrong number of bytes.
     #[error("the value decodes to {decoded} bytes, secretbox needs exactly {SECRETBOX_KEY_LEN}")]
-    WrongLength { decoded: usize },
+    WrongLength {
+        /// How many bytes the value decodes to.
+        decoded: usize,
+    },
 }
 
 /// Decodes a secretbox key value as kube-apiserver does and checks it is 32 bytes.

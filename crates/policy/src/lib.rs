@@ -4,18 +4,32 @@
 //! webhook admits the reconciler can read.
 #![forbid(unsafe_code)]
 
+// Public namespaces, whose items read best qualified:
+// kube-apiserver's file format (`apiserver_config::Provider`),
 pub mod apiserver_config;
-pub mod facts;
-pub mod keys;
+// the Kubermatic API types (`model::Cluster`),
 pub mod model;
+// the names every part of eargate shares (`names::CLUSTER_KIND`),
 pub mod names;
-pub mod policy;
-pub mod resources;
-pub mod review;
+// the rule table (`rules::ALL`, `rules::EAR004`),
 pub mod rules;
-mod scan;
+// and a Cluster's status read one way (`status::phase(&cluster)`).
 pub mod status;
+// Public only while `crates/reconciler/tests/model.rs` imports `eargate_policy::policy::*`;
+// its items are re-exported below.
+pub mod policy;
+
+mod facts;
+mod keys;
+mod resources;
+mod review;
+mod scan;
 
 pub use facts::ClusterFacts;
-pub use policy::{Decision, Operation, PolicyConfig, Violation, Warning};
-pub use review::{review, ReviewError, ReviewSummary, Reviewed, Webhook};
+pub use keys::{decode_key, scrub_quoted, KeyError};
+pub use policy::{validate, Decision, Operation, PolicyConfig, Request, Violation, Warning};
+pub use resources::{normalize_resources, validate_resources, Normalized, ResourceProblem};
+pub use review::{
+    decode, judge, review, review_detailed, DecodedRequest, DecodedReview, Detailed, GroupKind,
+    ReviewError, ReviewSummary, Reviewed, Webhook,
+};

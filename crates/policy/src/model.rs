@@ -7,6 +7,10 @@
 //! server keeps them. Because undeclared fields are dropped on decode, code must never
 //! write a whole `Cluster` back (no PUT of a decoded object): write status through the
 //! status subresource with a patch that names only the fields it changes.
+//!
+//! Doc comments here are the CRD's descriptions (`eargate crd`, the chart, `kubectl
+//! explain`): the fields and variants without one are allowed to stay undocumented
+//! (`#[allow(missing_docs)]`), since documenting them would change the published CRD.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +43,7 @@ pub struct ClusterSpec {
 }
 
 /// `spec.encryptionConfiguration`.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionConfiguration {
@@ -63,6 +68,7 @@ pub struct SecretboxEncryptionConfiguration {
 /// One secretbox key: material given inline (`value`) or by reference (`secretRef`).
 ///
 /// `Debug` is written by hand so that key material can never reach a log line by accident.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretboxKey {
@@ -87,6 +93,7 @@ impl std::fmt::Debug for SecretboxKey {
 }
 
 /// A `corev1.SecretKeySelector`: Secret name and the data key inside it.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -99,6 +106,7 @@ pub struct SecretKeyRef {
 }
 
 /// `status` of a Cluster, reduced to what encryption at rest depends on.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
@@ -114,6 +122,7 @@ pub struct ClusterStatus {
 }
 
 /// `status.encryption`.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterEncryptionStatus {
@@ -127,6 +136,7 @@ pub struct ClusterEncryptionStatus {
 }
 
 /// `status.encryption.phase`.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum EncryptionPhase {
     Pending,
@@ -136,6 +146,7 @@ pub enum EncryptionPhase {
 }
 
 impl EncryptionPhase {
+    /// The phase as written in `status.encryption.phase`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
@@ -153,6 +164,7 @@ impl std::fmt::Display for EncryptionPhase {
 }
 
 /// One entry of Kubermatic's condition map.
+#[allow(missing_docs)] // a doc comment would become a CRD description
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterCondition {

@@ -32,9 +32,13 @@ impl Default for PolicyConfig {
 /// Admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// `CREATE`.
     Create,
+    /// `UPDATE`.
     Update,
+    /// `DELETE`.
     Delete,
+    /// `CONNECT`.
     Connect,
 }
 
@@ -50,6 +54,7 @@ impl Operation {
         })
     }
 
+    /// The operation as kube-apiserver spells it (`CREATE`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "CREATE",
@@ -64,6 +69,7 @@ impl Operation {
 /// Never carries key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
+    /// The rule broken.
     pub rule: &'static Rule,
     /// Field path, e.g. `spec.encryptionConfiguration.secretbox.keys[1].value`.
     pub field: String,
@@ -83,6 +89,7 @@ impl std::fmt::Display for Violation {
 /// text. Never carries key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
+    /// Which kind of warning, with its id.
     pub kind: &'static WarningKind,
     /// Field path, e.g. `spec.encryptionConfiguration.resources[0]`; `request.kind` or
     /// `request.operation` for a warning about the request itself.
@@ -93,6 +100,7 @@ pub struct Warning {
 }
 
 impl Warning {
+    /// A warning of `kind` about `field`, with its whole text.
     pub fn new(
         kind: &'static WarningKind,
         field: impl Into<String>,
@@ -122,11 +130,14 @@ impl std::fmt::Display for Warning {
 /// The verdict of the validation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
+    /// The rules broken, in the order found; none means allowed.
     pub violations: Vec<Violation>,
+    /// The warnings to send with the verdict.
     pub warnings: Vec<Warning>,
 }
 
 impl Decision {
+    /// `true` when no rule is broken.
     pub fn allowed(&self) -> bool {
         self.violations.is_empty()
     }
@@ -155,14 +166,18 @@ impl Decision {
 /// One admission request as the policy sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
+    /// What is being done to the Cluster.
     pub operation: Operation,
+    /// `request.subResource`, e.g. `status`.
     pub subresource: Option<&'a str>,
+    /// `userInfo.username` of whoever makes the change.
     pub user: &'a str,
     /// The old object (UPDATE, DELETE).
     pub old: Option<&'a ClusterFacts>,
     /// The new object (CREATE, UPDATE), exactly as the validating webhook received it (after
     /// the mutating webhook's patch, when that webhook ran).
     pub new: Option<&'a ClusterFacts>,
+    /// Who may write `status.encryption`.
     pub config: &'a PolicyConfig,
 }
 

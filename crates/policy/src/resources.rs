@@ -148,6 +148,7 @@ pub fn validate_resources(resources: &[String]) -> Vec<ResourceProblem> {
 /// The defaulted `resources` of an enabled configuration and one explanation per change.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Normalized {
+    /// The list after the defaults.
     pub resources: Vec<String>,
     /// One warning per change (EARW01 to EARW03), sent by the mutating webhook.
     pub changes: Vec<Warning>,

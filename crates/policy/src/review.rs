@@ -18,7 +18,7 @@ use crate::names::{
     AUDIT_DECISION, AUDIT_RULES, CLUSTER_GROUP, CLUSTER_KIND, CONDITION_ENCRYPTION_INITIALIZED,
     FEATURE_ENCRYPTION_AT_REST,
 };
-pub use crate::policy::PolicyConfig;
+use crate::policy::PolicyConfig;
 use crate::policy::{self, Decision, Operation, Request, Warning};
 use crate::rules;
 use crate::scan::{ScanError, Scanner};
@@ -37,22 +37,34 @@ pub enum Webhook {
 /// The encoded reply and what was decided.
 #[derive(Debug, Clone)]
 pub struct Reviewed {
+    /// The AdmissionReview reply, JSON encoded.
     pub body: Vec<u8>,
+    /// What was decided, for logs and metrics.
     pub summary: ReviewSummary,
 }
 
 /// What the server logs and counts; no object contents, no key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewSummary {
+    /// `request.uid`, echoed in the reply.
     pub uid: String,
+    /// The AdmissionReview version of request and reply.
     pub api_version: &'static str,
+    /// `request.operation`, shortened if long.
     pub operation: String,
+    /// `request.subResource`, if any.
     pub subresource: Option<String>,
+    /// The Cluster's name.
     pub name: String,
+    /// The verdict.
     pub allowed: bool,
+    /// The ids of the rules broken, in table order.
     pub rule_ids: Vec<&'static str>,
+    /// How many warnings the reply carries.
     pub warnings: usize,
+    /// The reply carries a JSON patch.
     pub patched: bool,
+    /// `request.dryRun`: nothing will be stored.
     pub dry_run: bool,
     /// The request was for a kind other than Cluster: allowed with a warning.
     pub foreign_kind: bool,
@@ -61,12 +73,16 @@ pub struct ReviewSummary {
 /// A body that is not an AdmissionReview eargate can answer (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReviewError {
+    /// The body does not parse as JSON (or is not the shape of an AdmissionReview).
     #[error("body is not a JSON AdmissionReview: {0}")]
     NotJson(String),
+    /// No `request` in the review.
     #[error("AdmissionReview has no request")]
     MissingRequest,
+    /// `kind` is not `AdmissionReview`.
     #[error("expected kind AdmissionReview, got {0:?}")]
     WrongKind(String),
+    /// `apiVersion` is neither `admission.k8s.io/v1` nor `v1beta1`.
     #[error("unsupported AdmissionReview apiVersion {0:?} (want admission.k8s.io/v1 or v1beta1)")]
     UnknownVersion(String),
 }
@@ -74,6 +90,7 @@ pub enum ReviewError {
 /// Everything [`review_detailed`] learned, for `eargate check` and tests.
 #[derive(Debug, Clone)]
 pub struct Detailed {
+    /// The encoded reply and its summary.
     pub reviewed: Reviewed,
     /// The validation verdict (empty for the mutating webhook).
     pub decision: Decision,
@@ -117,8 +134,10 @@ struct RequestIn<'a> {
 /// `request.kind`: the group and kind (the version does not matter to the policy).
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 pub struct GroupKind<'a> {
+    /// The API group, empty for the core group.
     #[serde(borrow, default)]
     pub group: Cow<'a, str>,
+    /// The kind, e.g. `Cluster`.
     #[serde(borrow, default)]
     pub kind: Cow<'a, str>,
 }
@@ -320,23 +339,34 @@ impl ObjectIn<'_> {
 /// `serde_json::Value` decoder as a reference, and both go through the same [`judge`].
 #[derive(Debug, Clone)]
 pub struct DecodedReview<'a> {
+    /// The review's `apiVersion`.
     pub api_version: Option<Cow<'a, str>>,
+    /// The review's `kind`.
     pub kind: Option<Cow<'a, str>>,
+    /// The request, absent in a malformed review.
     pub request: Option<DecodedRequest<'a>>,
 }
 
 /// The fields of `request` the policy reads.
 #[derive(Debug, Clone)]
 pub struct DecodedRequest<'a> {
+    /// `request.uid`.
     pub uid: Cow<'a, str>,
+    /// `request.kind`.
     pub kind: Option<GroupKind<'a>>,
+    /// `request.subResource`.
     pub sub_resource: Option<Cow<'a, str>>,
+    /// `request.name`.
     pub name: Option<Cow<'a, str>>,
+    /// `request.operation`.
     pub operation: Cow<'a, str>,
     /// `userInfo.username` (`None` when `userInfo` is absent).
     pub username: Option<Cow<'a, str>>,
+    /// The facts of `request.object`.
     pub object: Option<ClusterFacts>,
+    /// The facts of `request.oldObject`.
     pub old_object: Option<ClusterFacts>,
+    /// `request.dryRun`.
     pub dry_run: Option<bool>,
 }
 

@@ -37,7 +37,8 @@ impl std::fmt::Display for Rule {
 
 macro_rules! rules {
     ($($name:ident = { id: $id:literal, title: $title:literal, applies_to: $applies:literal, explanation: $expl:literal, example: $ex:expr $(,)? };)*) => {
-        $(pub const $name: Rule = Rule { id: $id, title: $title, applies_to: $applies, explanation: $expl, example_denial: $ex };)*
+        $(#[doc = concat!("Rule ", $id, ": ", $title)]
+        pub const $name: Rule = Rule { id: $id, title: $title, applies_to: $applies, explanation: $expl, example_denial: $ex };)*
         /// Every rule, in id order.
         pub const ALL: &[Rule] = &[$($name),*];
     };
@@ -180,7 +181,8 @@ impl std::fmt::Display for WarningKind {
 
 macro_rules! warnings {
     ($($name:ident = { id: $id:literal, title: $title:literal, sent_by: $by:literal, explanation: $expl:literal, example: $ex:literal $(,)? };)*) => {
-        $(pub const $name: WarningKind = WarningKind { id: $id, title: $title, sent_by: $by, explanation: $expl, example: $ex };)*
+        $(#[doc = concat!("Warning ", $id, ": ", $title)]
+        pub const $name: WarningKind = WarningKind { id: $id, title: $title, sent_by: $by, explanation: $expl, example: $ex };)*
         /// Every kind of warning, in id order.
         pub const WARNINGS: &[WarningKind] = &[$($name),*];
     };

@@ -2,9 +2,8 @@
 //! pinned by a test that failed before its fix.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use eargate_policy::review::{decode, review_detailed, PolicyConfig, Webhook};
+use eargate_policy::{decode, review_detailed, PolicyConfig, Webhook};
+use eargate_testkit::webhooks::{active, plain};
 use serde_json::json;
 
 fn review_text(object: &serde_json::Value, old: &serde_json::Value) -> String {
@@ -28,7 +27,7 @@ fn review_text(object: &serde_json::Value, old: &serde_json::Value) -> String {
 /// phase and losing `activeKey`.
 #[test]
 fn a_duplicate_field_in_status_encryption_counts_with_its_last_copy() {
-    let c = common::active();
+    let c = active();
     let text = review_text(&c, &c).replacen(
         "\"phase\":\"Active\"",
         "\"phase\":\"Active\",\"phase\":\"EncryptionNeeded\"",
@@ -53,8 +52,8 @@ fn a_duplicate_field_in_status_encryption_counts_with_its_last_copy() {
 /// Kubernetes) see the wrong type.
 #[test]
 fn a_list_where_an_object_belongs_is_the_wrong_type_on_every_path() {
-    let old = common::plain();
-    let mut new = common::plain();
+    let old = plain();
+    let mut new = plain();
     new["spec"]["encryptionConfiguration"] = json!({"enabled": true, "secretbox": [[]]});
     let text = review_text(&new, &old);
     let d = review_detailed(Webhook::Validate, text.as_bytes(), &PolicyConfig::default())
@@ -76,7 +75,7 @@ fn a_list_where_an_object_belongs_is_the_wrong_type_on_every_path() {
 /// the body is refused (400) instead of judged.
 #[test]
 fn a_raw_control_character_in_a_skipped_string_is_refused() {
-    let c = common::active();
+    let c = active();
     let text =
         review_text(&c, &c).replacen("\"team\":\"payments\"", "\"team\":\"pay\u{0f}ments\"", 1);
     assert!(text.contains('\u{0f}'));

@@ -4,12 +4,14 @@
 //! cargo-fuzz: `make fuzz`.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
+mod fuzz_gen;
 mod fuzz_support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fuzz_support::{check, review_body, Rng, Verdict};
+use fuzz_gen::{review_body, Rng};
+use fuzz_support::{check, Verdict};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/review")

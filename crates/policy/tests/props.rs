@@ -4,12 +4,11 @@
 //! 3. mutation output is accepted by the resource rules and its patch applies.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use common::*;
 use eargate_policy::apiserver_config::{EncryptionConfig, Provider, ProviderKey, ResourceConfig};
-use eargate_policy::resources::validate_resources;
+use eargate_policy::validate_resources;
+use eargate_testkit::fixtures::key_ref;
 use eargate_testkit::fixtures::ClusterFixture;
+use eargate_testkit::webhooks::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -191,7 +190,7 @@ proptest! {
     ) {
         let keys = |names: &[&str]| -> Value {
             let mut seen = Vec::new();
-            Value::from(names.iter().filter(|n| { let fresh = !seen.contains(*n); seen.push(**n); fresh }).map(|n| key_ref(n)).collect::<Vec<_>>())
+            Value::from(names.iter().filter(|n| { let fresh = !seen.contains(*n); seen.push(**n); fresh }).map(|n| key_ref(n, n, "key")).collect::<Vec<_>>())
         };
         let active_key = old_keys.get(active_index).map(|n| format!("secretbox/{n}")).unwrap_or_else(|| "identity".into());
         let status_v = has_status.then(|| status(phase, &active_key));
@@ -218,7 +217,7 @@ proptest! {
                 if *pad { format!("  {r} ") } else { r }
             })
             .collect();
-        let mut cfg = json!({"enabled": true, "secretbox": {"keys": [key_ref("k1")]}});
+        let mut cfg = json!({"enabled": true, "secretbox": {"keys": [key_ref("k1", "k1", "key")]}});
         if !omit {
             cfg["resources"] = json!(resources);
         }

@@ -1,12 +1,11 @@
 //! kube-apiserver's reply rules for the AdmissionReview codec.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use common::*;
-use eargate_policy::review::{review, PolicyConfig, ReviewError, Webhook};
+use eargate_policy::{review, PolicyConfig, ReviewError, Webhook};
 use eargate_testkit::fixtures::Review;
-use eargate_testkit::secrets::assert_no_key_material;
+use eargate_testkit::fixtures::{example, examples_dir};
+use eargate_testkit::secrets::{assert_no_key_material, unb64};
+use eargate_testkit::webhooks::*;
 use serde_json::{json, Value};
 
 fn reply(webhook: Webhook, review_json: &Value) -> (Value, eargate_policy::ReviewSummary) {
@@ -75,10 +74,7 @@ fn mutating_reply_carries_patch_and_patch_type_together() {
     let resp = &body["response"];
     assert_eq!(resp["allowed"], true);
     assert_eq!(resp["patchType"], "JSONPatch");
-    use base64::Engine as _;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(resp["patch"].as_str().unwrap())
-        .unwrap();
+    let patch = unb64(resp["patch"].as_str().unwrap());
     let patch: Value = serde_json::from_slice(&patch).unwrap();
     assert_eq!(patch[0]["path"], "/spec/encryptionConfiguration/resources");
     assert!(summary.patched && summary.warnings == 1);

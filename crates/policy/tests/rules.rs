@@ -3,10 +3,9 @@
 //! produce the example denial quoted in `rules.rs` (and so in docs/rules.md).
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use common::*;
 use eargate_policy::rules;
+use eargate_testkit::fixtures::{example, inline_key, key_ref, RECONCILER};
+use eargate_testkit::webhooks::*;
 use serde_json::{json, Value};
 
 const CFG: &str = "/spec/encryptionConfiguration";
@@ -82,8 +81,8 @@ fn in_phase(phase: &str, active_key: &str) -> Value {
 
 fn cases() -> Vec<Case> {
     let two_keys = json!([
-        key_ref("encryption-key-2022-01"),
-        key_ref("encryption-key-2022-02")
+        key_ref("encryption-key-2022-01", "encryption-key-2022-01", "key"),
+        key_ref("encryption-key-2022-02", "encryption-key-2022-02", "key")
     ]);
     vec![
         // EAR000
@@ -125,7 +124,11 @@ fn cases() -> Vec<Case> {
         .example("EAR001"),
         crt(
             "enabled with feature gate",
-            enabled_plain(json!([key_ref("encryption-key-2022-01")])),
+            enabled_plain(json!([key_ref(
+                "encryption-key-2022-01",
+                "encryption-key-2022-01",
+                "key"
+            )])),
             &[],
         ),
         crt(
@@ -163,15 +166,18 @@ fn cases() -> Vec<Case> {
         crt(
             "name with a colon",
             enabled_plain(json!([
-                key_ref("encryption-key-2022-01"),
-                key_ref("encryption-key:2022-02")
+                key_ref("encryption-key-2022-01", "encryption-key-2022-01", "key"),
+                key_ref("encryption-key:2022-02", "encryption-key:2022-02", "key")
             ])),
             &["EAR003"],
         )
         .example("EAR003"),
         crt(
             "duplicate names",
-            enabled_plain(json!([key_ref("k1"), key_ref("k1")])),
+            enabled_plain(json!([
+                key_ref("k1", "k1", "key"),
+                key_ref("k1", "k1", "key")
+            ])),
             &["EAR003"],
         ),
         crt(
@@ -209,29 +215,32 @@ fn cases() -> Vec<Case> {
         ),
         crt(
             "names with dots and underscores",
-            enabled_plain(json!([key_ref("key_2024.01"), key_val("Key-2", KEY_A)])),
+            enabled_plain(json!([
+                key_ref("key_2024.01", "key_2024.01", "key"),
+                inline_key("Key-2", KEY_A)
+            ])),
             &[],
         ),
         // EAR004
         crt(
             "16-byte value",
-            enabled_plain(json!([key_val("encryption-key-2022-01", KEY_16)])),
+            enabled_plain(json!([inline_key("encryption-key-2022-01", KEY_16)])),
             &["EAR004"],
         )
         .example("EAR004"),
         crt(
             "unpadded value",
-            enabled_plain(json!([key_val("k1", KEY_A.trim_end_matches('='))])),
+            enabled_plain(json!([inline_key("k1", KEY_A.trim_end_matches('='))])),
             &["EAR004"],
         ),
         crt(
             "url-safe alphabet",
-            enabled_plain(json!([key_val("k1", &KEY_A.replace('+', "-"))])),
+            enabled_plain(json!([inline_key("k1", &KEY_A.replace('+', "-"))])),
             &["EAR004"],
         ),
         crt(
             "32-byte value with line breaks",
-            enabled_plain(json!([key_val(
+            enabled_plain(json!([inline_key(
                 "k1",
                 &format!("{}\n{}", &KEY_A[..10], &KEY_A[10..])
             )])),
@@ -429,8 +438,8 @@ fn cases() -> Vec<Case> {
         // EAR008
         upd(
             "change an inline value",
-            enabled_plain_active(json!([key_val("encryption-key-2022-01", KEY_A)])),
-            enabled_plain_active(json!([key_val("encryption-key-2022-01", KEY_B)])),
+            enabled_plain_active(json!([inline_key("encryption-key-2022-01", KEY_A)])),
+            enabled_plain_active(json!([inline_key("encryption-key-2022-01", KEY_B)])),
             &["EAR008"],
         )
         .example("EAR008"),
@@ -445,14 +454,18 @@ fn cases() -> Vec<Case> {
         ),
         upd(
             "value to secretRef",
-            enabled_plain_active(json!([key_val("encryption-key-2022-01", KEY_A)])),
-            enabled_plain_active(json!([key_ref("encryption-key-2022-01")])),
+            enabled_plain_active(json!([inline_key("encryption-key-2022-01", KEY_A)])),
+            enabled_plain_active(json!([key_ref(
+                "encryption-key-2022-01",
+                "encryption-key-2022-01",
+                "key"
+            )])),
             &["EAR008"],
         ),
         upd(
             "same value re-wrapped",
-            enabled_plain_active(json!([key_val("encryption-key-2022-01", KEY_A)])),
-            enabled_plain_active(json!([key_val(
+            enabled_plain_active(json!([inline_key("encryption-key-2022-01", KEY_A)])),
+            enabled_plain_active(json!([inline_key(
                 "encryption-key-2022-01",
                 &format!("{}\r\n{}", &KEY_A[..20], &KEY_A[20..])
             )])),
@@ -475,7 +488,11 @@ fn cases() -> Vec<Case> {
         upd(
             "first enablement",
             plain(),
-            enabled_plain(json!([key_ref("encryption-key-2022-01")])),
+            enabled_plain(json!([key_ref(
+                "encryption-key-2022-01",
+                "encryption-key-2022-01",
+                "key"
+            )])),
             &[],
         ),
         upd(
@@ -486,7 +503,7 @@ fn cases() -> Vec<Case> {
                     ("/status/encryption", status("Active", "identity")),
                     (
                         CFG,
-                        json!({"enabled": false, "secretbox": {"keys": [key_ref("encryption-key-2022-01")]}}),
+                        json!({"enabled": false, "secretbox": {"keys": [key_ref("encryption-key-2022-01", "encryption-key-2022-01", "key")]}}),
                     ),
                 ],
             ),
@@ -496,7 +513,7 @@ fn cases() -> Vec<Case> {
                     ("/status/encryption", status("Active", "identity")),
                     (
                         CFG,
-                        json!({"enabled": true, "resources": ["secrets"], "secretbox": {"keys": [key_ref("encryption-key-2023-01")]}}),
+                        json!({"enabled": true, "resources": ["secrets"], "secretbox": {"keys": [key_ref("encryption-key-2023-01", "encryption-key-2023-01", "key")]}}),
                     ),
                 ],
             ),
@@ -528,7 +545,11 @@ fn cases() -> Vec<Case> {
                     json!({"enabled": true, "resources": ["secrets"], "secretbox": {"keys": two_keys.clone()}}),
                 )],
             ),
-            enabled_plain(json!([key_ref("encryption-key-2022-01")])),
+            enabled_plain(json!([key_ref(
+                "encryption-key-2022-01",
+                "encryption-key-2022-01",
+                "key"
+            )])),
             &["EAR010"],
         ),
         upd(
@@ -787,7 +808,7 @@ fn delete_and_connect_are_allowed() {
 
 #[test]
 fn warnings_cover_inline_keys_enabling_rotation_and_disabling() {
-    let r = create(&enabled_plain(json!([key_val(
+    let r = create(&enabled_plain(json!([inline_key(
         "encryption-key-2022-01",
         KEY_A
     )])));

@@ -2,10 +2,9 @@
 //! a part of it, whatever the edit does with the key.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use common::*;
+use eargate_testkit::fixtures::{inline_key, key_ref};
 use eargate_testkit::secrets::assert_no_key_material;
+use eargate_testkit::webhooks::*;
 use serde_json::json;
 
 #[test]
@@ -33,7 +32,7 @@ fn no_key_material_anywhere() {
         let runs = vec![
             (
                 "create inline",
-                create(&enabled(json!([key_val("k1", value)]))),
+                create(&enabled(json!([inline_key("k1", value)]))),
             ),
             (
                 "create value+secretRef",
@@ -44,22 +43,22 @@ fn no_key_material_anywhere() {
             (
                 "create bad name",
                 create(&enabled(json!([
-                    key_val("a:b", value),
-                    key_val("a:b", value)
+                    inline_key("a:b", value),
+                    inline_key("a:b", value)
                 ]))),
             ),
             (
                 "create no feature",
                 create(&with(
-                    enabled(json!([key_val("k1", value)])),
+                    enabled(json!([inline_key("k1", value)])),
                     &[("/spec/features/encryptionAtRest", json!(false))],
                 )),
             ),
             (
                 "change material",
                 update(
-                    &enabled(json!([key_val("encryption-key-2022-01", other)])),
-                    &enabled(json!([key_val("encryption-key-2022-01", value)])),
+                    &enabled(json!([inline_key("encryption-key-2022-01", other)])),
+                    &enabled(json!([inline_key("encryption-key-2022-01", value)])),
                 ),
             ),
             (
@@ -67,16 +66,16 @@ fn no_key_material_anywhere() {
                 update(
                     &active(),
                     &enabled(json!([
-                        key_val("k9", value),
-                        key_ref("encryption-key-2022-01")
+                        inline_key("k9", value),
+                        key_ref("encryption-key-2022-01", "encryption-key-2022-01", "key")
                     ])),
                 ),
             ),
             (
                 "remove",
                 update(
-                    &enabled(json!([key_val("encryption-key-2022-01", value)])),
-                    &enabled(json!([key_val("k2", other)])),
+                    &enabled(json!([inline_key("encryption-key-2022-01", value)])),
+                    &enabled(json!([inline_key("k2", other)])),
                 ),
             ),
             (
@@ -93,9 +92,9 @@ fn no_key_material_anywhere() {
                 "status edit",
                 run(
                     "UPDATE",
-                    Some(&enabled(json!([key_val("k1", value)]))),
+                    Some(&enabled(json!([inline_key("k1", value)]))),
                     Some(&with(
-                        enabled(json!([key_val("k1", value)])),
+                        enabled(json!([inline_key("k1", value)])),
                         &[("/status/encryption/activeKey", json!(value))],
                     )),
                     Some("status"),
@@ -125,7 +124,7 @@ fn typed_debug_is_redacted() {
         active(),
         &[(
             "/spec/encryptionConfiguration/secretbox/keys/0",
-            key_val("k1", KEY_A),
+            inline_key("k1", KEY_A),
         )],
     ))
     .unwrap();

@@ -4,12 +4,10 @@
 //! with a pointer at the mutating webhook; the mutating webhook itself still normalises.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-mod common;
-
-use common::*;
-use eargate_policy::resources::{normalize_resources, validate_resources};
-use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
+use eargate_policy::{normalize_resources, validate_resources};
+use eargate_policy::{review_detailed, Detailed, PolicyConfig, Webhook};
 use eargate_testkit::fixtures::Review;
+use eargate_testkit::webhooks::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -6,44 +6,15 @@
 //! Its own small helpers over the fixtures in `examples/`; the review is the test kit's.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
 use eargate_policy::rules::{self, WarningKind};
 use eargate_policy::Warning;
-use eargate_testkit::fixtures::Review;
+use eargate_policy::{review_detailed, Detailed, PolicyConfig, Webhook};
+use eargate_testkit::fixtures::{example, Review};
 use eargate_testkit::secrets::assert_no_key_material;
+use eargate_testkit::webhooks::{active, remove, set, KEY_A};
 use serde_json::{json, Value};
 
 const CFG: &str = "/spec/encryptionConfiguration";
-/// 32 bytes of standard base64.
-const KEY_A: &str = "3q2+7wF9aZr8Xk1cQ4mV0pLsT6uYbN2eH5gJ8dK1fWo=";
-
-fn example(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// `examples/cluster-active.yaml`: phase Active, key `encryption-key-2022-01` by secretRef.
-fn active() -> Value {
-    example("cluster-active.yaml")
-}
-
-fn set(obj: &mut Value, pointer: &str, value: Value) {
-    let (parent, last) = pointer.rsplit_once('/').unwrap();
-    obj.pointer_mut(parent)
-        .and_then(Value::as_object_mut)
-        .unwrap_or_else(|| panic!("no object at {parent}"))
-        .insert(last.to_owned(), value);
-}
-
-fn remove(obj: &mut Value, pointer: &str) {
-    let (parent, last) = pointer.rsplit_once('/').unwrap();
-    if let Some(m) = obj.pointer_mut(parent).and_then(Value::as_object_mut) {
-        m.remove(last);
-    }
-}
 
 /// A new Cluster (no status) with this encryption configuration.
 fn fresh(config: Value) -> Value {

@@ -27,8 +27,11 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(2);
 /// Where the Lease lives and who we are.
 #[derive(Clone, Debug)]
 pub struct LeaderConfig {
+    /// The Lease's namespace.
     pub namespace: String,
+    /// The Lease's name.
     pub name: String,
+    /// This replica's identity, written as the Lease's holder.
     pub identity: String,
     /// Lease validity after each renewal, in seconds.
     pub duration_seconds: u64,
@@ -56,14 +59,25 @@ impl LeaderConfig {
 /// Why the election loop stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
+    /// The grace is 0 or not below the duration.
     #[error("invalid Lease timing: grace ({grace}s) must be above 0 and below the duration ({duration}s)")]
-    Timing { duration: u64, grace: u64 },
+    Timing {
+        /// The Lease duration, in seconds.
+        duration: u64,
+        /// The renewal grace, in seconds.
+        grace: u64,
+    },
+    /// The identity or the Lease name is empty.
     #[error("invalid Lease identity or name: must not be empty")]
     EmptyName,
+    /// The Lease could not be released on the way out.
     #[error("releasing Lease {namespace}/{name}: {source}")]
     Release {
+        /// The Lease's namespace.
         namespace: String,
+        /// The Lease's name.
         name: String,
+        /// Why the release failed.
         #[source]
         source: LeaseManagerError,
     },

@@ -21,8 +21,15 @@ use crate::render::{self, DesiredConfig, PreviousConfig, RenderError, RenderInpu
 /// Bad input to `eargate render`.
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
+    /// A file could not be read or parsed.
     #[error("{file}: {message}")]
-    Input { file: String, message: String },
+    Input {
+        /// The file, as given on the command line.
+        file: String,
+        /// What is wrong, without the file's content.
+        message: String,
+    },
+    /// The input was read but no config could be rendered from it.
     #[error("cannot render")]
     Render(#[from] RenderError),
 }
@@ -86,7 +93,7 @@ pub fn parse_cluster(file: &str, text: &str) -> Result<Cluster, PreviewError> {
             file,
             format!(
                 "not a valid Cluster: {}",
-                eargate_policy::keys::scrub_quoted(&e.to_string())
+                eargate_policy::scrub_quoted(&e.to_string())
             ),
         )
     })

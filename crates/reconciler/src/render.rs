@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use eargate_policy::apiserver_config::{EncryptionConfig, Provider, ProviderKey, ResourceConfig};
-use eargate_policy::keys::{decode_key, KeyError};
 use eargate_policy::model::{ClusterEncryptionStatus, EncryptionConfiguration, EncryptionPhase};
 use eargate_policy::names;
+use eargate_policy::{decode_key, KeyError};
 use sha2::{Digest, Sha256};
 
 use crate::model::{content_hash, KeySecret};
@@ -183,11 +183,13 @@ pub(crate) struct RenderInput<'a> {
 /// hold next, ready to be written.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DesiredConfig {
+    /// The config itself.
     pub config: EncryptionConfig,
     /// The exact file content written to the Secret.
     pub yaml: String,
     /// Content hash of `yaml` ([`content_hash`]).
     pub hash: String,
+    /// Which provider encrypts new writes under it.
     pub writer: Writer,
     /// Names of spec keys whose referenced material differs from the rendered one.
     pub drift: Vec<String>,
@@ -224,22 +226,47 @@ impl DesiredConfig {
 /// Why no config could be rendered. Messages name keys and Secrets, never material.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
+    /// A key names a Secret that does not exist.
     #[error("key {key:?}: Secret {secret:?} referenced by secretRef does not exist in the control-plane namespace")]
-    KeySecretMissing { key: String, secret: String },
+    KeySecretMissing {
+        /// The key, by name.
+        key: String,
+        /// The Secret it references.
+        secret: String,
+    },
+    /// A key's Secret has no such data key.
     #[error("key {key:?}: Secret {secret:?} has no data key {data_key:?}")]
     KeySecretKeyMissing {
+        /// The key, by name.
         key: String,
+        /// The Secret it references.
         secret: String,
+        /// The data key it names.
         data_key: String,
     },
+    /// A key's material is not a valid secretbox key.
     #[error("key {key:?}: {reason}")]
-    KeyInvalid { key: String, reason: String },
+    KeyInvalid {
+        /// The key, by name.
+        key: String,
+        /// Why (never the material).
+        reason: String,
+    },
+    /// Encryption is enabled with no keys.
     #[error("encryption is enabled but spec.encryptionConfiguration.secretbox has no keys")]
     NoKeys,
+    /// The config in the Secret now cannot be parsed.
     #[error("the current rendered configuration cannot be read: {reason}; eargate will not overwrite it")]
-    PreviousUnreadable { reason: String },
+    PreviousUnreadable {
+        /// Why.
+        reason: String,
+    },
+    /// The rendered config breaks a rule of kube-apiserver.
     #[error("the rendered configuration would not pass kube-apiserver's validation: {problems}")]
-    Invalid { problems: String },
+    Invalid {
+        /// The problems found, joined.
+        problems: String,
+    },
 }
 
 impl RenderError {
@@ -483,7 +510,7 @@ pub fn check_config(config: &EncryptionConfig) -> Result<(), RenderError> {
         problems.push("resources: at least one entry is required".to_owned());
     }
     for (i, entry) in config.resources.iter().enumerate() {
-        for p in eargate_policy::resources::validate_resources(&entry.resources) {
+        for p in eargate_policy::validate_resources(&entry.resources) {
             problems.push(format!("resources[{i}].{p}"));
         }
         if entry.providers.is_empty() {

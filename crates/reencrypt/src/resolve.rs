@@ -12,11 +12,15 @@ use thiserror::Error;
 pub struct DiscoveredResource {
     /// API group; empty for the core group.
     pub group: String,
+    /// The group's preferred version.
     pub version: String,
     /// Plural resource name as used in URLs; contains `/` for subresources.
     pub plural: String,
+    /// The kind of its objects.
     pub kind: String,
+    /// Whether its objects live in namespaces.
     pub namespaced: bool,
+    /// The verbs it supports (`list`, `update`, ...).
     pub verbs: Vec<String>,
 }
 
@@ -36,6 +40,7 @@ impl DiscoveredResource {
 /// (typically an aggregated API whose backing service is down).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiscoverySnapshot {
+    /// Every resource found.
     pub resources: Vec<DiscoveredResource>,
     /// `(group, reason)` for every group whose discovery failed.
     pub failed_groups: Vec<(String, String)>,
@@ -44,10 +49,15 @@ pub struct DiscoverySnapshot {
 /// A resource to re-encrypt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// API group; empty for the core group.
     pub group: String,
+    /// The version to list and write at.
     pub version: String,
+    /// Plural resource name as used in URLs.
     pub plural: String,
+    /// The kind of its objects.
     pub kind: String,
+    /// Whether its objects live in namespaces.
     pub namespaced: bool,
 }
 
@@ -96,22 +106,44 @@ pub enum Entry {
     All,
 }
 
+/// Why `--resources` does not resolve to resources to rewrite.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ResolveError {
+    /// No entry was given.
     #[error("--resources is empty: name at least one resource (for example `secrets`)")]
     NoEntries,
+    /// An entry breaks kube-apiserver's spelling rules.
     #[error("resource entry {entry:?} is not valid: {why}")]
-    Invalid { entry: String, why: &'static str },
+    Invalid {
+        /// The entry as given.
+        entry: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// An entry names no resource the API server serves.
     #[error("resource entry {entry:?} matches no resource the API server serves")]
-    NoMatch { entry: String },
+    NoMatch {
+        /// The entry as given.
+        entry: String,
+    },
+    /// An entry names a group whose discovery failed.
     #[error("resource entry {entry:?} matches no resource: discovery of group {group:?} failed ({reason})")]
     GroupUnavailable {
+        /// The entry as given.
         entry: String,
+        /// The group.
         group: String,
+        /// Why its discovery failed.
         reason: String,
     },
+    /// An entry names a resource that cannot be listed and updated.
     #[error("resource entry {entry:?} names {name}, which does not support both list and update")]
-    NotRewritable { entry: String, name: String },
+    NotRewritable {
+        /// The entry as given.
+        entry: String,
+        /// The resource it names.
+        name: String,
+    },
 }
 
 /// Parses one entry with kube-apiserver's rules: the first `.` separates resource from

@@ -25,19 +25,27 @@ use crate::verdict::failure_reason;
 /// Errors that stop the run before any object is touched (exit code 2 in the CLI).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The kubeconfig file could not be read.
     #[error("reading kubeconfig {path}")]
     Kubeconfig {
+        /// The file.
         path: String,
+        /// Why it could not be read.
         source: kube::config::KubeconfigError,
     },
+    /// No client configuration could be inferred (no kubeconfig, not in a cluster).
     #[error("no usable Kubernetes client configuration")]
     Infer(#[from] kube::config::InferConfigError),
+    /// The client could not be built from the configuration.
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
+    /// The API server's discovery failed.
     #[error("API discovery failed")]
     Discovery(#[source] kube::Error),
+    /// `--resources` did not resolve.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    /// An option is out of range.
     #[error("invalid option: {0}")]
     Options(String),
 }
@@ -53,12 +61,14 @@ pub struct Options {
     pub page_size: u32,
     /// Least time between two progress lines.
     pub progress_interval: Duration,
+    /// When to retry a write, and how long to wait.
     pub retry: RetryPolicy,
     /// Restarts allowed per resource after expired continue tokens.
     pub max_list_restarts: u32,
 }
 
 impl Options {
+    /// The CLI's defaults for `resources`.
     pub fn new(resources: Vec<String>) -> Self {
         Self {
             resources,

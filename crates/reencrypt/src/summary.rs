@@ -15,6 +15,7 @@ pub const MAX_RECORDED_FAILURES: usize = 100;
 pub struct Failure {
     /// Empty for cluster-scoped objects.
     pub namespace: String,
+    /// The object's name.
     pub name: String,
     /// Status code, API reason and invalid field names — never the object or a message
     /// that could quote it.
@@ -26,11 +27,13 @@ pub struct Failure {
 pub struct Counts {
     /// Objects handed out from the list (each exactly once, restarts included).
     pub listed: u64,
+    /// Written back (and so re-encrypted).
     pub rewritten: u64,
     /// Written by someone else after we listed them (409): already re-encrypted.
     pub conflicted: u64,
     /// Deleted after we listed them (404).
     pub gone: u64,
+    /// Could not be rewritten: a permanent error, or the retries ran out.
     pub failed: u64,
 }
 
@@ -56,6 +59,7 @@ pub struct ResourceSummary {
     pub resource: String,
     /// e.g. `v1`, `apps/v1`: the version it was read and written at.
     pub api_version: String,
+    /// What became of its objects.
     #[serde(flatten)]
     pub counts: Counts,
     /// Times the list started over after an expired continue token.
@@ -67,10 +71,12 @@ pub struct ResourceSummary {
     pub failures: Vec<Failure>,
     /// Failed objects beyond those in `failures`.
     pub failures_omitted: u64,
+    /// How long the resource took, in seconds.
     pub duration_seconds: f64,
 }
 
 impl ResourceSummary {
+    /// An empty summary for `resource`, read at `api_version`.
     pub fn new(resource: String, api_version: String) -> Self {
         Self {
             resource,
@@ -128,13 +134,18 @@ impl ResourceSummary {
 /// Consumers (the reconciler's Job) should treat unknown fields as additions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
+    /// Every resource is [`ResourceSummary::ok`]: the exit code is 0.
     pub ok: bool,
+    /// How long the run took, in seconds.
     pub duration_seconds: f64,
+    /// The counts of all resources added up.
     pub totals: Counts,
+    /// One summary per resource, in the order run.
     pub resources: Vec<ResourceSummary>,
 }
 
 impl Summary {
+    /// The run's summary: its resources, their totals and the duration.
     pub fn new(resources: Vec<ResourceSummary>, duration: Duration) -> Self {
         let mut totals = Counts::default();
         for r in &resources {
@@ -157,11 +168,13 @@ impl Summary {
         }
     }
 
+    /// The summary as one line of JSON (`-o json`).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self)
             .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"summary: {e}\"}}"))
     }
 
+    /// The summary for people: the totals, then a line per resource and its failures.
     pub fn to_text(&self) -> String {
         let t = &self.totals;
         let mut out = format!(

@@ -57,6 +57,15 @@ fn resource<'a>(summary: &'a Summary, name: &str) -> &'a eargate_reencrypt::Reso
         .unwrap_or_else(|| panic!("{name} in summary"))
 }
 
+/// The resources of the run, in the order run.
+fn resource_names(summary: &Summary) -> Vec<&str> {
+    summary
+        .resources
+        .iter()
+        .map(|r| r.resource.as_str())
+        .collect()
+}
+
 fn populate(world: &mut World) {
     for ns in 0..3 {
         for i in 0..40 {
@@ -102,11 +111,7 @@ async fn every_object_is_rewritten_once_or_accounted_for() {
 
     assert!(!summary.ok, "one object failed permanently");
     assert_eq!(summary.exit_code(), 1);
-    let names: Vec<&str> = summary
-        .resources
-        .iter()
-        .map(|r| r.resource.as_str())
-        .collect();
+    let names = resource_names(&summary);
     assert_eq!(
         names,
         [
@@ -259,11 +264,7 @@ async fn core_wildcard_rewrites_only_rewritable_resources_and_succeeds() {
     let summary = result.expect("run completes");
     assert!(summary.ok, "{}", summary.to_text());
     assert_eq!(summary.exit_code(), 0);
-    let names: Vec<&str> = summary
-        .resources
-        .iter()
-        .map(|r| r.resource.as_str())
-        .collect();
+    let names = resource_names(&summary);
     assert_eq!(
         names,
         ["secrets", "configmaps"],
@@ -276,11 +277,7 @@ async fn core_wildcard_rewrites_only_rewritable_resources_and_succeeds() {
     let (result, progress_all) = run(&standin, &options(&["*.*"])).await;
     let summary = result.expect("run completes");
     assert!(summary.ok);
-    let names: Vec<&str> = summary
-        .resources
-        .iter()
-        .map(|r| r.resource.as_str())
-        .collect();
+    let names = resource_names(&summary);
     assert_eq!(
         names,
         [

@@ -6,7 +6,9 @@ use tokio_util::sync::CancellationToken;
 /// Which signal asked the process to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
+    /// SIGTERM, as Kubernetes sends to stop a pod.
     Terminate,
+    /// SIGINT, as Ctrl-C sends.
     Interrupt,
 }
 

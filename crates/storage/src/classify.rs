@@ -15,16 +15,33 @@ const MAX_REPORTED_NAME: usize = 64;
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Outcome {
     /// Sealed with the key that encrypts new writes.
-    SealedWithPrimary { key: String },
+    SealedWithPrimary {
+        /// The key's name.
+        key: String,
+    },
     /// Sealed with another configured secretbox key (readable, should be rewritten).
-    SealedWithSecondary { key: String },
+    SealedWithSecondary {
+        /// The key's name.
+        key: String,
+    },
     /// Sealed with a secretbox key the config does not name: kube-apiserver cannot read it.
-    SealedWithUnknownKey { key: String },
+    SealedWithUnknownKey {
+        /// The name in the value's prefix.
+        key: String,
+    },
     /// The key is configured but the value does not open with it, or opens to something
     /// that is not a stored Kubernetes object.
-    FailedToOpen { key: String, reason: FailureReason },
+    FailedToOpen {
+        /// The key's name.
+        key: String,
+        /// Why it did not open.
+        reason: FailureReason,
+    },
     /// Another `k8s:enc:` provider (aescbc, aesgcm, kms, ...): eargate cannot judge it.
-    OtherProvider { provider: String },
+    OtherProvider {
+        /// The provider's name from the prefix.
+        provider: String,
+    },
     /// Not encrypted at all.
     Plaintext,
 }
@@ -56,11 +73,17 @@ impl From<OpenError> for FailureReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutcomeKind {
+    /// [`Outcome::SealedWithPrimary`].
     SealedWithPrimary,
+    /// [`Outcome::SealedWithSecondary`].
     SealedWithSecondary,
+    /// [`Outcome::SealedWithUnknownKey`].
     SealedWithUnknownKey,
+    /// [`Outcome::FailedToOpen`].
     FailedToOpen,
+    /// [`Outcome::OtherProvider`].
     OtherProvider,
+    /// [`Outcome::Plaintext`].
     Plaintext,
 }
 
@@ -162,10 +185,13 @@ pub struct Keyring {
 /// A resource the config does not cover, or bad key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyringError {
+    /// The config has no entry for this resource.
     #[error("the encryption config has no entry for resource {0:?}")]
     NotConfigured(String),
+    /// The resource's entry lists no providers.
     #[error("the encryption config entry for {0:?} has no providers")]
     NoProviders(String),
+    /// A key's material is not a secretbox key.
     #[error(transparent)]
     Key(#[from] KeyError),
 }

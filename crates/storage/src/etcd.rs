@@ -28,34 +28,50 @@ const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Failures talking to etcd or preparing to. Messages never contain key material or values.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
+    /// A TLS file could not be read.
     #[error("reading {path}: {source}")]
     ReadFile {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// Only one of `--cert` and `--key` was given.
     #[error("--cert and --key must be given together")]
     CertWithoutKey,
+    /// TLS files were given for an `http://` endpoint.
     #[error("endpoint {0:?}: TLS files were given, so the endpoint must be https://")]
     TlsNeedsHttps(String),
+    /// An `https://` endpoint without `--cacert`.
     #[error("endpoint {0:?} is https:// but no --cacert was given to verify etcd's certificate")]
     HttpsNeedsCa(String),
+    /// An endpoint that is neither `http://` nor `https://`.
     #[error("endpoint {0:?} must start with http:// or https://")]
     BadEndpoint(String),
+    /// No endpoint was given.
     #[error("no etcd endpoints given")]
     NoEndpoints,
+    /// etcd could not be reached, or did not answer a first read in time.
     #[error("cannot reach etcd at {endpoints}: {source}")]
     Connect {
+        /// The endpoints tried.
         endpoints: String,
+        /// Why the connection failed.
         source: etcd_client::Error,
     },
+    /// A request to etcd failed.
     #[error("etcd request failed: {0}")]
     Request(#[source] etcd_client::Error),
+    /// The revision being read was compacted away.
     #[error("revision {0} has been compacted while reading; run again")]
     Compacted(i64),
+    /// etcd canceled the watch that replays the history.
     #[error("the history replay was canceled by etcd: {0}")]
     WatchCanceled(String),
+    /// The history replay ended before it reached this revision.
     #[error("the history replay ended before revision {0}")]
     WatchEnded(i64),
+    /// The history replay received nothing for this long.
     #[error("the history replay made no progress for {0:?}")]
     WatchStalled(Duration),
 }
@@ -69,6 +85,7 @@ pub struct EtcdTarget {
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key for mutual TLS.
     pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
     pub key_file: Option<PathBuf>,
     /// Per-request timeout (also bounds connecting).
     pub timeout: Option<Duration>,
@@ -324,7 +341,9 @@ pub async fn oldest_readable_revision(
 /// One change in the history replay.
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryEvent<'a> {
+    /// The object's etcd key.
     pub key: &'a [u8],
+    /// The revision of the change.
     pub revision: i64,
     /// `None` for a delete.
     pub value: Option<&'a [u8]>,

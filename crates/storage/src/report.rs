@@ -17,16 +17,22 @@ const OTHER_KEYS: &str = "(other keys)";
 /// Counts per outcome class, serialised with kebab-case names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Values sealed with the primary key.
     #[serde(rename = "sealed-with-primary")]
     pub sealed_with_primary: u64,
+    /// Values sealed with a secondary key.
     #[serde(rename = "sealed-with-secondary")]
     pub sealed_with_secondary: u64,
+    /// Values sealed with a key the config does not name.
     #[serde(rename = "sealed-with-unknown-key")]
     pub sealed_with_unknown_key: u64,
+    /// Values a configured key did not open.
     #[serde(rename = "failed-to-open")]
     pub failed_to_open: u64,
+    /// Values of another provider.
     #[serde(rename = "other-provider")]
     pub other_provider: u64,
+    /// Plaintext values.
     pub plaintext: u64,
 }
 
@@ -96,12 +102,15 @@ impl KeyCounts {
 /// An object (or an older revision of one) that is not sealed with the primary key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Offender {
+    /// The resource, as the config names it.
     pub resource: String,
     /// `None` for cluster-scoped objects.
     pub namespace: Option<String>,
+    /// The object's name.
     pub name: String,
     /// The revision that wrote this value.
     pub revision: i64,
+    /// How the value is stored.
     #[serde(flatten)]
     pub outcome: Outcome,
     /// History only: the object was deleted later (only its old revisions remain).
@@ -140,9 +149,11 @@ impl Offender {
 /// A bounded list of offenders: the first `limit` are kept, the rest only counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OffenderList {
+    /// The offenders kept, in the order found.
     pub items: Vec<Offender>,
     /// Offenders beyond the limit, counted but not listed.
     pub omitted: u64,
+    /// How many are kept at most.
     #[serde(skip)]
     pub limit: usize,
 }
@@ -169,6 +180,7 @@ impl OffenderList {
 /// Results for one resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResourceReport {
+    /// The resource, as the config names it.
     pub resource: String,
     /// The etcd key prefix scanned.
     pub etcd_prefix: String,
@@ -215,16 +227,27 @@ pub struct HistoryReport {
 /// - `problems`: human sentences explaining a negative verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// Everything is sealed with the primary key (exit code 0).
     pub ok: bool,
+    /// `verified` or `not-verified`.
     pub verdict: &'static str,
+    /// The revision every current object was read at.
     pub etcd_revision: i64,
+    /// The etcd prefix.
     pub prefix: String,
+    /// One report per resource.
     pub resources: Vec<ResourceReport>,
+    /// Counts per outcome over all resources.
     pub totals: Counts,
+    /// Current values per secretbox key name.
     pub keys: KeyCounts,
+    /// Current objects not sealed with the primary key.
     pub offenders: OffenderList,
+    /// Older revisions, with `--history`.
     pub history: Option<HistoryReport>,
+    /// What was checked, in sentences (wildcard expansion).
     pub notes: Vec<String>,
+    /// Why the verdict is negative, in sentences.
     pub problems: Vec<String>,
 }
 

@@ -152,12 +152,16 @@ const NOT_RESOURCES: &[&str] = &["ranges", "masterleases"];
 /// A resource name that cannot be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResourceError {
+    /// A wildcard where one resource is needed.
     #[error("resource {0:?} is a wildcard, which names no single key range")]
     Wildcard(String),
+    /// A wildcard kube-apiserver does not accept.
     #[error("resource {0:?} is not a wildcard kube-apiserver accepts (use *.* for all resources, *. for the core group, *.<group> for one group)")]
     BadWildcard(String),
+    /// Not a resource name.
     #[error("resource {0:?} is not a valid resource name (lowercase plural, optionally .group)")]
     Invalid(String),
+    /// An etcd prefix that does not start with `/`.
     #[error("etcd prefix {0:?} must start with '/'")]
     BadPrefix(String),
 }

@@ -33,10 +33,20 @@ pub enum OpenError {
 /// Bad key material in the configuration. Names the key, never shows the material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// The secret is not standard, padded base64.
     #[error("key {name:?}: the secret is not valid base64 (standard alphabet, padded)")]
-    Base64 { name: String },
+    Base64 {
+        /// The key's name.
+        name: String,
+    },
+    /// The secret does not decode to 32 bytes.
     #[error("key {name:?}: the secret decodes to {len} bytes, secretbox needs exactly {SECRETBOX_KEY_LEN}")]
-    Length { name: String, len: usize },
+    Length {
+        /// The key's name.
+        name: String,
+        /// How many bytes it decodes to.
+        len: usize,
+    },
 }
 
 /// A named 32-byte secretbox key. `Debug` shows only the name.
@@ -71,7 +81,7 @@ impl SecretboxKey {
     /// A key from the base64 `secret` of an EncryptionConfiguration entry (Go's
     /// `base64.StdEncoding`: standard alphabet with padding), which must decode to 32 bytes.
     pub fn from_base64(name: &str, secret: &str) -> Result<Self, KeyError> {
-        use eargate_policy::keys::{decode_key, KeyError as DecodeError};
+        use eargate_policy::{decode_key, KeyError as DecodeError};
         let material = decode_key(secret).map_err(|e| match e {
             DecodeError::NotBase64 { .. } => KeyError::Base64 {
                 name: name.to_owned(),

@@ -51,12 +51,16 @@ impl Default for VerifyOptions {
 /// Bad input (exit 2) or etcd trouble (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
+    /// A resource name that cannot be mapped to etcd keys.
     #[error(transparent)]
     Resource(#[from] ResourceError),
+    /// The config's keys for a resource are unusable.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The config names no resources.
     #[error("the encryption config names no resources to check")]
     NoResources,
+    /// Reading etcd failed.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
 }
@@ -64,13 +68,16 @@ pub enum VerifyError {
 /// One resource to scan: its key range and keys.
 #[derive(Debug)]
 pub struct Plan {
+    /// The resource and its key range.
     pub keys: ResourceKeys,
+    /// The keys that may have sealed its values.
     pub keyring: Keyring,
 }
 
 /// The resources to check, resolved.
 #[derive(Debug, Default)]
 pub struct Planned {
+    /// One plan per resource.
     pub plans: Vec<Plan>,
     /// The wildcards asked for, in order (empty when none).
     pub wildcards: Vec<Wildcard>,

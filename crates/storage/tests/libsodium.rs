@@ -2,11 +2,11 @@
 //! in eargate, and values sealed by eargate open in libsodium.
 #![allow(clippy::unwrap_used)] // a test's panic is its failure report
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use eargate_storage::SecretboxKey;
+use eargate_testkit::process::output_with_stdin;
 use eargate_testkit::tools::{on_path, require_tool, workspace_root};
 
 /// `$EARGATE_PYTHON` (set by `make test`), else the project venv, else `python3` — if it
@@ -29,21 +29,14 @@ fn python() -> Option<PathBuf> {
 }
 
 fn script(python: &PathBuf, mode: &str, input: Option<&str>) -> serde_json::Value {
-    let mut child = Command::new(python)
-        .arg(workspace_root().join("scripts/secretbox_vectors.py"))
-        .arg(mode)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run the libsodium script");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.unwrap_or("").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new(python)
+            .arg(workspace_root().join("scripts/secretbox_vectors.py"))
+            .arg(mode)
+            .stderr(Stdio::inherit()),
+        input.unwrap_or("").as_bytes(),
+    )
+    .expect("run the libsodium script");
     assert!(out.status.success(), "secretbox_vectors.py {mode} failed");
     serde_json::from_slice(&out.stdout).unwrap()
 }

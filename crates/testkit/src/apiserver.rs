@@ -26,7 +26,9 @@ use crate::tools::{free_port, require_binary, workspace_root};
 /// Who a kubeconfig, client or kubectl acts as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
+    /// The user name, the client certificate's common name.
     pub user: String,
+    /// The groups, the client certificate's organizations.
     pub groups: Vec<String>,
 }
 
@@ -48,15 +50,22 @@ impl Identity {
 /// The certificates every API server of one control plane shares: one CA signs the serving
 /// certificates and the client certificates, and one key signs service-account tokens.
 pub struct Pki {
+    /// The CA that signs every certificate here.
     pub ca: Ca,
+    /// The CA certificate's file.
     pub ca_file: PathBuf,
+    /// The API servers' serving certificate.
     pub serving_cert: PathBuf,
+    /// Its private key.
     pub serving_key: PathBuf,
+    /// The key that signs service-account tokens.
     pub service_account_key: PathBuf,
+    /// Its public half, which verifies them.
     pub service_account_pub: PathBuf,
 }
 
 impl Pki {
+    /// A new CA, serving certificate and service-account key pair, written into `dir`.
     pub fn new(dir: &Path) -> Pki {
         let ca = Ca::new("eargate testkit CA");
         let ca_file = dir.join("ca.crt");
@@ -85,6 +94,7 @@ pub struct ApiServer {
     server: Server,
     /// `https://127.0.0.1:<port>`.
     pub url: String,
+    /// The port it listens on.
     pub port: u16,
 }
 
@@ -187,8 +197,11 @@ fn tail(text: &str, lines: usize) -> String {
 /// etcd plus one kube-apiserver, with identities.
 pub struct ControlPlane {
     dir: PathBuf,
+    /// The certificates.
     pub pki: Pki,
+    /// The etcd it stores in.
     pub etcd: Etcd,
+    /// The kube-apiserver.
     pub apiserver: ApiServer,
     kubectl: PathBuf,
     kubeconfigs: Mutex<HashMap<Identity, PathBuf>>,

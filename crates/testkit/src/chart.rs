@@ -1,9 +1,9 @@
 //! The Helm chart, rendered by the same Helm engine as the chart tests
 //! (`scripts/render-chart.py` over `tests/chart/conftest.py`).
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use crate::process::output_with_stdin;
 use crate::tools::{python, require_tool, workspace_root};
 
 /// Renders `charts/eargate` as `helm install <release> -n <namespace>` would, with `values`;
@@ -21,21 +21,14 @@ pub fn render(
         return None;
     }
     let script = workspace_root().join("scripts/render-chart.py");
-    let mut child = Command::new(python?)
-        .arg(&script)
-        .args(["--release", release, "--namespace", namespace])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/render-chart.py");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(values.to_string().as_bytes())
-        .expect("write the values");
-    let out = child.wait_with_output().expect("wait for render-chart.py");
+    let out = output_with_stdin(
+        Command::new(python?)
+            .arg(&script)
+            .args(["--release", release, "--namespace", namespace])
+            .stderr(Stdio::piped()),
+        values.to_string().as_bytes(),
+    )
+    .expect("run scripts/render-chart.py");
     assert!(
         out.status.success(),
         "render-chart.py failed: {}",

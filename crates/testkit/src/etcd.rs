@@ -9,10 +9,15 @@ use crate::tools::{free_port, require_binary};
 
 /// TLS files for etcd and its client.
 pub struct TlsFiles {
+    /// The CA certificate's file.
     pub ca: PathBuf,
+    /// etcd's serving certificate.
     pub server_cert: PathBuf,
+    /// Its private key.
     pub server_key: PathBuf,
+    /// The client certificate.
     pub client_cert: PathBuf,
+    /// Its private key.
     pub client_key: PathBuf,
 }
 
@@ -39,6 +44,7 @@ pub struct Etcd {
     pub endpoint: String,
     /// Data dir, log and TLS files.
     pub dir: tempfile::TempDir,
+    /// The TLS files, when started with TLS.
     pub tls: Option<TlsFiles>,
 }
 

@@ -2,10 +2,23 @@
 //! kube-apiserver wraps it in. Each test states only what matters to it; the builders fill
 //! in the rest the way kube-apiserver and Kubermatic would.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+
+/// The repository's `examples/`: the Clusters, reviews and fleet the README walks through.
+pub fn examples_dir() -> PathBuf {
+    crate::tools::workspace_root().join("examples")
+}
+
+/// The file `examples/<name>` (YAML or JSON) as JSON.
+pub fn example(name: &str) -> Value {
+    let text = std::fs::read_to_string(examples_dir().join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 /// `status.encryption` as the reconciler writes it: `phase`, `activeKey` naming a secretbox
 /// key, and `encryptedResources: [secrets]`.
@@ -93,19 +106,23 @@ impl ClusterFixture {
         self
     }
 
+    /// Label `key` set to `value`.
     pub fn label(self, key: &str, value: &str) -> Self {
         let key = key.replace('~', "~0").replace('/', "~1");
         self.set(&format!("/metadata/labels/{key}"), value)
     }
 
+    /// `metadata.resourceVersion`.
     pub fn resource_version(self, rv: &str) -> Self {
         self.set("/metadata/resourceVersion", rv)
     }
 
+    /// `metadata.generation`.
     pub fn generation(self, generation: i64) -> Self {
         self.set("/metadata/generation", generation)
     }
 
+    /// `metadata.uid`.
     pub fn uid(self, uid: &str) -> Self {
         self.set("/metadata/uid", uid)
     }
@@ -362,6 +379,7 @@ impl Review {
         }
     }
 
+    /// A `CREATE` of `new`.
     pub fn create(new: &Value) -> Self {
         Self::new("CREATE", Some(new), None)
     }
@@ -371,6 +389,7 @@ impl Review {
         Self::new("UPDATE", Some(new), Some(old))
     }
 
+    /// A `DELETE` of `old`.
     pub fn delete(old: &Value) -> Self {
         Self::new("DELETE", None, Some(old))
     }
@@ -392,6 +411,7 @@ impl Review {
         self.subresource("status")
     }
 
+    /// A write through `subresource` (`request.subResource`).
     pub fn subresource(mut self, subresource: &str) -> Self {
         self.subresource = Some(subresource.to_owned());
         self

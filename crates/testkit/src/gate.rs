@@ -14,9 +14,11 @@ use crate::tools::free_port;
 /// One running `eargate serve` with a serving certificate from its own CA.
 pub struct Gate {
     server: Server,
+    /// The name given at start, in its log's and CA's names.
     pub name: String,
     /// `https://127.0.0.1:<port>`.
     pub url: String,
+    /// The port it listens on.
     pub port: u16,
     ca: Ca,
     cert: PathBuf,

@@ -18,17 +18,24 @@
 //!   Cluster's control plane with its user cluster and node agent) and data to seed.
 //!
 //! And for tests without a real control plane:
-//! - [`fixtures`]: builders for a `Cluster` and the AdmissionReview that carries it.
+//! - [`admission`]: the admission server in process, TLS clients for it, and the checks
+//!   kube-apiserver applies to a webhook reply.
+//! - [`fixtures`]: builders for a `Cluster` and the AdmissionReview that carries it, and the
+//!   files in `examples/`.
+//! - [`cli`]: the `eargate` binary run as a user runs it.
 //! - [`mock_api`]: a `kube::Client` whose API server is the test, asserting each request.
 //! - [`sim`]: a simulated control plane that executes the reconciler's plans.
 //! - [`logs`]: log capture for tests that assert on log lines.
 //! - [`secrets`]: base64, and the one check that key material never shows.
+//! - [`webhooks`]: the policy's two webhooks run in process on one edit.
 #![forbid(unsafe_code)]
 // Dev-only: like the tests it serves, a panic is how it reports a broken world.
 #![allow(clippy::unwrap_used)]
 
+pub mod admission;
 pub mod apiserver;
 pub mod chart;
+pub mod cli;
 pub mod etcd;
 pub mod fixtures;
 pub mod gate;
@@ -42,6 +49,7 @@ pub mod secrets;
 pub mod sim;
 pub mod tools;
 pub mod user_cluster;
+pub mod webhooks;
 
 pub use apiserver::{ApiServer, ControlPlane, Identity};
 pub use etcd::Etcd;

@@ -24,15 +24,18 @@ pub fn mock_client() -> (Client, ApiServerVerifier) {
     )
 }
 
+/// The test's side of the mock: takes each request the client sends.
 pub struct ApiServerVerifier {
     handle: Handle,
 }
 
 /// One request taken from the code under test, waiting for its reply.
 pub struct Call {
+    /// The HTTP method.
     pub method: Method,
     /// Path and query, exactly as sent.
     pub uri: String,
+    /// The `Content-Type` header.
     pub content_type: Option<String>,
     /// The `Accept` header: a metadata-only request asks for `as=PartialObjectMetadata…`.
     pub accept: Option<String>,
@@ -128,10 +131,12 @@ impl Call {
         self.responder.send_response(response);
     }
 
+    /// Replies 200 with `body`.
     pub fn ok(self, body: &Value) {
         self.reply(StatusCode::OK, body);
     }
 
+    /// Replies 201 with `body`.
     pub fn created(self, body: &Value) {
         self.reply(StatusCode::CREATED, body);
     }
@@ -151,6 +156,7 @@ impl Call {
         self.reply(StatusCode::from_u16(code).expect("status code"), &status);
     }
 
+    /// Replies 404 `NotFound` for `what`.
     pub fn not_found(self, what: &str) {
         self.status_error(404, "NotFound", &format!("{what} not found"));
     }

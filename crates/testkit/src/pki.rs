@@ -11,7 +11,9 @@ use rcgen::{
 /// A PEM certificate and its PEM (PKCS#8) private key.
 #[derive(Clone)]
 pub struct CertPair {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PEM (PKCS#8).
     pub key_pem: String,
 }
 
@@ -34,6 +36,7 @@ pub struct Ca {
 }
 
 impl Ca {
+    /// A new self-signed CA named `common_name`.
     pub fn new(common_name: &str) -> Ca {
         let key = KeyPair::generate().expect("generate a CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");

@@ -6,7 +6,7 @@
 //! closes and the guard stops the server. Dropping a [`Server`] stops it at once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -108,4 +108,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `cmd` to its end with `input` on its stdin and its stdout captured; its stderr is
+/// captured too when the caller set it to `Stdio::piped()` (else as the caller set it).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> std::io::Result<Output> {
+    use std::io::Write as _;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    child.wait_with_output()
 }

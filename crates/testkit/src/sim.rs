@@ -38,6 +38,7 @@ pub fn material(i: usize) -> [u8; 32] {
     m
 }
 
+/// The name of pool key `i`: `key-<i>`.
 pub fn key_name(i: usize) -> String {
     format!("key-{i}")
 }
@@ -63,6 +64,7 @@ pub fn spec_key(i: usize) -> SecretboxKey {
     }
 }
 
+/// A `spec.encryptionConfiguration` with these resources and pool keys (the first primary).
 pub fn enc(enabled: bool, resources: &[&str], keys: &[usize]) -> EncryptionConfiguration {
     EncryptionConfiguration {
         enabled,
@@ -76,14 +78,19 @@ pub fn enc(enabled: bool, resources: &[&str], keys: &[usize]) -> EncryptionConfi
 /// Sealed with `(key name, material)`, or plaintext.
 pub type Seal = Option<(String, [u8; 32])>;
 
+/// One stored object.
 #[derive(Clone, Debug)]
 pub struct Obj {
+    /// Its resource, e.g. `secrets`.
     pub resource: String,
+    /// The key that sealed it, or plaintext.
     pub seal: Seal,
 }
 
+/// One API server instance.
 #[derive(Clone, Debug)]
 pub struct Pod {
+    /// The pod template (config hash) it runs; `None` before the first rollout.
     pub template: Option<String>,
     /// The config file this API server instance loaded (None: no encryption config).
     pub config: Option<Vec<u8>>,
@@ -91,37 +98,59 @@ pub struct Pod {
     pub unreachable: bool,
 }
 
+/// One re-encryption Job.
 #[derive(Clone, Debug)]
 pub struct SimJob {
+    /// The resources it rewrites.
     pub resources: Vec<String>,
+    /// How many of their objects it has rewritten.
     pub next: usize,
+    /// Running, succeeded or failed.
     pub state: JobState,
 }
 
+/// The whole simulated control plane of one Cluster.
 #[derive(Clone, Debug)]
 pub struct World {
+    /// The Cluster object.
     pub cluster: Cluster,
+    /// The key Secrets, by name.
     pub key_secrets: BTreeMap<String, KeySecret>,
+    /// The Secret with the rendered config, once written.
     pub config_secret: Option<ConfigSecret>,
+    /// The API server Deployment's current pod template (config hash).
     pub template: Option<String>,
+    /// When the current rollout started.
     pub started: Option<Timestamp>,
+    /// The API server instances.
     pub pods: Vec<Pod>,
+    /// The Jobs, by name.
     pub jobs: BTreeMap<String, SimJob>,
+    /// How many Jobs were ever created.
     pub jobs_created: usize,
+    /// The stored objects.
     pub store: Vec<Obj>,
+    /// The simulated clock.
     pub now: Timestamp,
+    /// `(reason, note)` of every Event emitted.
     pub events: Vec<(String, String)>,
+    /// Every action planned, in order.
     pub all_actions: Vec<Action>,
+    /// The reconciler's settings.
     pub settings: Settings,
+    /// The API server Deployment is absent.
     pub deployment_missing: bool,
     /// The minor version every simulated API server reports (37: a hash format eargate has
     /// checked against the real binary).
     pub minor: u32,
 }
 
+/// The resources the world stores objects of.
 pub const RESOURCES: &[&str] = &["secrets", "configmaps"];
 
 impl World {
+    /// Cluster `c1` without encryption, `pods` API servers, pool keys 1, 3 and 5 as Secrets,
+    /// and two plaintext objects of each of [`RESOURCES`].
     pub fn new(pods: usize) -> Self {
         let cluster = ClusterFixture::new("c1")
             .generation(1)
@@ -170,11 +199,13 @@ impl World {
         w
     }
 
+    /// Sets `spec.encryptionConfiguration` and bumps the generation, as a user's edit does.
     pub fn set_spec(&mut self, spec: Option<EncryptionConfiguration>) {
         self.cluster.spec.encryption_configuration = spec;
         self.cluster.metadata.generation = Some(self.cluster.metadata.generation.unwrap_or(1) + 1);
     }
 
+    /// Sets the retry annotation to `value`.
     pub fn set_retry(&mut self, value: &str) {
         self.cluster
             .metadata
@@ -183,6 +214,7 @@ impl World {
             .insert(names::ANNOTATION_RETRY.to_owned(), value.to_owned());
     }
 
+    /// `status.encryption`, if any.
     pub fn status(&self) -> Option<&eargate_policy::model::ClusterEncryptionStatus> {
         self.cluster
             .status
@@ -190,10 +222,12 @@ impl World {
             .and_then(|s| s.encryption.as_ref())
     }
 
+    /// `status.encryption.phase`, if any.
     pub fn phase(&self) -> Option<EncryptionPhase> {
         self.status().and_then(|s| s.phase)
     }
 
+    /// The condition of type `t`, if any.
     pub fn condition(&self, t: &str) -> Option<&eargate_policy::model::ClusterCondition> {
         self.cluster
             .status
@@ -201,6 +235,7 @@ impl World {
             .and_then(|s| s.conditions.get(t))
     }
 
+    /// The config in the rendered Secret, parsed.
     pub fn rendered_config(&self) -> Option<EncryptionConfig> {
         self.config_secret
             .as_ref()
@@ -298,10 +333,12 @@ impl World {
         actions
     }
 
+    /// One reconcile that carries out every action.
     pub fn reconcile(&mut self) -> Vec<Action> {
         self.reconcile_with(None)
     }
 
+    /// Carries one action out, as the I/O layer would.
     pub fn execute(&mut self, a: &Action) {
         match a {
             Action::PatchStatus {
@@ -388,6 +425,7 @@ impl World {
         }
     }
 
+    /// Rolls every API server to the current template.
     pub fn roll_all(&mut self) {
         while self.roll_one() {}
     }
@@ -399,6 +437,7 @@ impl World {
         self.pods[i % n].config = content;
     }
 
+    /// Advances the clock by `d`.
     pub fn tick(&mut self, d: Duration) {
         self.now = self.now.checked_add(d).unwrap();
     }
@@ -442,6 +481,7 @@ impl World {
         job.next += 1;
     }
 
+    /// Runs the Jobs to their end.
     pub fn finish_jobs(&mut self) {
         for i in 0..10_000 {
             if !self.jobs.values().any(|j| j.state == JobState::Running) {
@@ -451,6 +491,7 @@ impl World {
         }
     }
 
+    /// Fails the running Job (backoff limit exceeded).
     pub fn fail_job(&mut self) {
         if let Some(j) = self
             .jobs
@@ -580,6 +621,7 @@ impl World {
         s
     }
 
+    /// The name of the key each stored object is sealed with (`None`: plaintext).
     pub fn sealed_with(&self) -> Vec<Option<String>> {
         self.store
             .iter()
@@ -607,6 +649,7 @@ fn writer(config: Option<&[u8]>, resource: &str) -> Seal {
     Some((k.name.clone(), unb64(&k.secret).try_into().unwrap()))
 }
 
+/// Whether an API server with `config` can read `o`.
 pub fn readable(config: Option<&[u8]>, o: &Obj) -> bool {
     match providers(config, &o.resource) {
         None => o.seal.is_none(),

@@ -4,7 +4,6 @@
 //! writes during the run, 429 with Retry-After, 500s, a permanent 422, forbidden lists,
 //! failing discovery, added latency). Plain HTTP on a loopback port; shared by the tests
 //! and the benchmark server (`examples/standin.rs`).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

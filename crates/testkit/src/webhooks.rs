@@ -1,34 +1,25 @@
-//! Shared helpers: the real-sized fixtures from `examples/` and a way to run a review.
-#![allow(dead_code)]
+//! The policy's two webhooks run in process on one edit, as `eargate serve` runs them:
+//! `/mutate`, its patch applied, then `/validate`; and the example Cluster and JSON edits
+//! the policy tests start from.
 
-use std::path::PathBuf;
-
-use eargate_policy::review::{review_detailed, Detailed, PolicyConfig, Webhook};
-use eargate_testkit::fixtures::Review;
+use eargate_policy::{review_detailed, Detailed, PolicyConfig, Webhook};
 use serde_json::{json, Value};
 
-pub const KEY_A: &str = "3q2+7wF9aZr8Xk1cQ4mV0pLsT6uYbN2eH5gJ8dK1fWo="; // 32 bytes
-pub const KEY_B: &str = "Zm9vYmFyYmF6cXV4cXV1eHF1dXpjb3JnZWdyYXVsdDE="; // 32 bytes
-pub const KEY_16: &str = "c2l4dGVlbi1ieXRlcy1rZQ=="; // 16 bytes
-pub const RECONCILER: &str = "system:serviceaccount:eargate-system:eargate-reconciler";
+use crate::fixtures::{example, Review};
 
-pub fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-/// An example file as JSON.
-pub fn example(name: &str) -> Value {
-    let text = std::fs::read_to_string(examples_dir().join(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+/// A 32-byte secretbox key in base64.
+pub const KEY_A: &str = "3q2+7wF9aZr8Xk1cQ4mV0pLsT6uYbN2eH5gJ8dK1fWo=";
+/// Another 32-byte secretbox key in base64.
+pub const KEY_B: &str = "Zm9vYmFyYmF6cXV4cXV1eHF1dXpjb3JnZWdyYXVsdDE=";
+/// A 16-byte key in base64: too short for secretbox.
+pub const KEY_16: &str = "c2l4dGVlbi1ieXRlcy1rZQ==";
 
 /// `examples/cluster-active.yaml`: Active, secretbox/encryption-key-2022-01, one secretRef key.
 pub fn active() -> Value {
     example("cluster-active.yaml")
 }
 
-/// A fixture with everything about encryption removed (no status, no config, gate on).
+/// [`active`] with everything about encryption removed (no status, no config, gate on).
 pub fn plain() -> Value {
     let mut c = active();
     remove(&mut c, "/spec/encryptionConfiguration");
@@ -37,8 +28,10 @@ pub fn plain() -> Value {
     c
 }
 
+/// Sets the field at JSON pointer `pointer` (an object member or an array element) of
+/// `obj`; its parent must exist.
 pub fn set(obj: &mut Value, pointer: &str, value: Value) {
-    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    let (parent, last) = pointer.rsplit_once('/').expect("a JSON pointer");
     let parent = if parent.is_empty() {
         &mut *obj
     } else {
@@ -50,20 +43,22 @@ pub fn set(obj: &mut Value, pointer: &str, value: Value) {
             m.insert(last.to_owned(), value);
         }
         Value::Array(a) => {
-            let i: usize = last.parse().unwrap();
+            let i: usize = last.parse().expect("an array index");
             a[i] = value;
         }
         _ => panic!("{pointer}: parent is not a container"),
     }
 }
 
+/// Removes the object member at JSON pointer `pointer`, if it is there.
 pub fn remove(obj: &mut Value, pointer: &str) {
-    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    let (parent, last) = pointer.rsplit_once('/').expect("a JSON pointer");
     if let Some(Value::Object(m)) = obj.pointer_mut(parent) {
         m.remove(last);
     }
 }
 
+/// `obj` with each `(pointer, value)` of `edits` [`set`], in order.
 pub fn with(mut obj: Value, edits: &[(&str, Value)]) -> Value {
     for (p, v) in edits {
         set(&mut obj, p, v.clone());
@@ -71,25 +66,23 @@ pub fn with(mut obj: Value, edits: &[(&str, Value)]) -> Value {
     obj
 }
 
-pub fn key_ref(name: &str) -> Value {
-    json!({"name": name, "secretRef": {"name": name, "key": "key"}})
-}
-
-pub fn key_val(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
-}
-
+/// `status.encryption` with this phase and `activeKey` as given, encrypting `secrets`.
 pub fn status(phase: &str, active_key: &str) -> Value {
     json!({"phase": phase, "activeKey": active_key, "encryptedResources": ["secrets"]})
 }
 
 /// What `eargate serve` does for one edit: /mutate, patch applied, then /validate.
 pub struct Run {
+    /// The mutating webhook's answer.
     pub mutated: Detailed,
+    /// The validating webhook's answer, on the patched object.
     pub validated: Detailed,
+    /// The object after the mutating patch, when there was one.
     pub patched_object: Option<Value>,
 }
 
+/// Runs one `op` (`CREATE`, `UPDATE`, ...) of `user` on the object through both webhooks
+/// with the default policy; `sub` is the subresource written, if any.
 pub fn run(
     op: &str,
     old: Option<&Value>,
@@ -103,16 +96,18 @@ pub fn run(
         review = review.subresource(sub);
     }
     let mut review = review.build();
-    let body = serde_json::to_vec(&review).unwrap();
-    let mutated = review_detailed(Webhook::Mutate, &body, &config).unwrap();
+    let body = serde_json::to_vec(&review).expect("a review serializes");
+    let mutated = review_detailed(Webhook::Mutate, &body, &config).expect("mutate answers");
     let mut patched_object = None;
     if let Some(patch) = &mutated.patch {
-        let obj = review.pointer_mut("/request/object").unwrap();
+        let obj = review
+            .pointer_mut("/request/object")
+            .expect("a request object");
         json_patch::patch(obj, patch).expect("the mutating patch applies");
         patched_object = Some(obj.clone());
     }
-    let body = serde_json::to_vec(&review).unwrap();
-    let validated = review_detailed(Webhook::Validate, &body, &config).unwrap();
+    let body = serde_json::to_vec(&review).expect("a review serializes");
+    let validated = review_detailed(Webhook::Validate, &body, &config).expect("validate answers");
     Run {
         mutated,
         validated,
@@ -120,21 +115,29 @@ pub fn run(
     }
 }
 
+/// A user's `UPDATE` from `old` to `new`.
 pub fn update(old: &Value, new: &Value) -> Run {
     run("UPDATE", Some(old), Some(new), None, "jane@example.com")
 }
 
+/// A user's `CREATE` of `new`.
 pub fn create(new: &Value) -> Run {
     run("CREATE", None, Some(new), None, "jane@example.com")
 }
 
 impl Run {
+    /// The validating webhook allowed the edit.
     pub fn allowed(&self) -> bool {
         self.validated.reviewed.summary.allowed
     }
+
+    /// The ids of the rules the edit broke.
     pub fn rules(&self) -> Vec<&'static str> {
         self.validated.reviewed.summary.rule_ids.clone()
     }
+
+    /// Everything both webhooks said (replies, warnings, messages, violations in `Display`
+    /// and `Debug`), for the key-material check.
     pub fn all_text(&self) -> String {
         let mut s = String::new();
         for d in [&self.mutated, &self.validated] {

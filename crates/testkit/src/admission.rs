@@ -1,17 +1,17 @@
-//! Shared by the integration tests: a real server on an ephemeral port with freshly
-//! generated certificates, a real TLS client, and the checks kube-apiserver applies to a
-//! webhook reply. The Cluster and AdmissionReview builders, log capture and the key-material
-//! check are the test kit's.
-#![allow(dead_code)]
+//! The admission server in process, for its tests: a real server on an ephemeral port with
+//! freshly generated certificates, real TLS clients, and the checks kube-apiserver applies
+//! to a webhook reply.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::logs::{capture_global_json, LogBuffer};
+use crate::secrets::{unb64, B64};
 use base64::Engine as _;
 use eargate_admission::dev_certs::{self, DevCerts, Validity};
 use eargate_admission::{PolicyReviewer, Reviewer, Running, ServeConfig};
-use eargate_testkit::logs::{capture_global_json, LogBuffer};
-use eargate_testkit::secrets::{unb64, B64};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 /// Installs (once) a global subscriber writing JSON lines into a buffer, like
@@ -22,18 +22,24 @@ pub fn logs() -> LogBuffer {
     buffer
 }
 
-// ------------------------------------------------------------------ server
-
+/// A running admission server with the real policy (or a test's reviewer).
 pub struct TestServer {
+    /// The server; `None` once a test took it to drain it.
     pub running: Option<Running>,
+    /// `https://localhost:<port>`.
     pub base: String,
+    /// `http://<admin address>/metrics`.
     pub metrics_url: String,
+    /// A client trusting the server's CA.
     pub client: reqwest::Client,
+    /// The CA and serving certificate it was started with.
     pub certs: DevCerts,
+    /// Holds the certificate files.
     pub dir: tempfile::TempDir,
 }
 
 impl TestServer {
+    /// Starts the real server with the real policy and the default config.
     pub async fn start() -> TestServer {
         Self::start_with(Arc::new(PolicyReviewer::default()), |_| {}).await
     }
@@ -69,10 +75,12 @@ impl TestServer {
         }
     }
 
+    /// The running server (panics once a test took it).
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }
 
+    /// The HTTPS URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -102,6 +110,19 @@ impl TestServer {
         reply
     }
 
+    /// Mutate, apply the patch, then validate the patched object, as kube-apiserver does:
+    /// both replies.
+    pub async fn mutate_then_validate(&self, review_in: &Value) -> (Value, Value) {
+        let mutated = self.admit("/mutate", review_in).await;
+        let mut second = review_in.clone();
+        if let Some(object) = review_in["request"].get("object").filter(|o| !o.is_null()) {
+            second["request"]["object"] = apply_patch(object, &mutated);
+        }
+        let validated = self.admit("/validate", &second).await;
+        (mutated, validated)
+    }
+
+    /// The admin port's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(&self.metrics_url)
             .await
@@ -112,6 +133,8 @@ impl TestServer {
     }
 }
 
+/// A development CA and a serving certificate for localhost, 127.0.0.1 and the chart's
+/// webhook Service.
 pub fn make_certs() -> DevCerts {
     dev_certs::generate(
         &[
@@ -124,6 +147,7 @@ pub fn make_certs() -> DevCerts {
     .unwrap()
 }
 
+/// Writes the serving pair as `dir/tls.crt` and `dir/tls.key`; returns their paths.
 pub fn write_pair(dir: &Path, certs: &DevCerts) -> (PathBuf, PathBuf) {
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
@@ -149,8 +173,6 @@ pub fn client(cas: &[&str], fresh_connections: bool) -> reqwest::Client {
     }
     builder.build().unwrap()
 }
-
-// ------------------------------------------------------------------ kube-apiserver's rules
 
 /// The checks kube-apiserver makes on a webhook reply before it uses it
 /// (k8s.io/apiserver admission webhook `VerifyAdmissionResponse`), made strict for both
@@ -253,4 +275,20 @@ pub fn apply_patch(object: &Value, reply: &Value) -> Value {
         json_patch::patch(&mut out, &patch).expect("the patch applies");
     }
     out
+}
+
+/// A rustls client config trusting only the CAs in `ca_pems` (PEM), with the ring provider
+/// eargate uses and no client certificate.
+pub fn tls_client_config(ca_pems: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in ca_pems {
+        roots
+            .add(CertificateDer::from_pem_slice(pem).expect("a PEM certificate"))
+            .expect("a CA certificate");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
