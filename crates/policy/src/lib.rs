@@ -15,12 +15,10 @@ pub mod names;
 pub mod rules;
 // and a Cluster's status read one way (`status::phase(&cluster)`).
 pub mod status;
-// Public only while `crates/reconciler/tests/model.rs` imports `eargate_policy::policy::*`;
-// its items are re-exported below.
-pub mod policy;
 
 mod facts;
 mod keys;
+mod policy;
 mod resources;
 mod review;
 mod scan;

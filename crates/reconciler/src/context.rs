@@ -22,10 +22,15 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Command-line configuration of `eargate reconcile` (mapped onto [`Settings`]).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// `--job-image`: image of the re-encryption Job.
     pub job_image: String,
+    /// `--apiserver-deployment`: the API server Deployment in each control-plane namespace.
     pub apiserver_deployment: String,
+    /// `--config-secret`: the Secret holding the rendered EncryptionConfiguration.
     pub config_secret: String,
+    /// `--admin-kubeconfig-secret`: the Secret with the user cluster's admin kubeconfig.
     pub admin_kubeconfig_secret: String,
+    /// `--rollout-timeout`: how long a rollout or reload may take before `Failed`.
     pub rollout_timeout: Duration,
     /// How a new config reaches the API servers.
     pub reload: ReloadMode,
@@ -56,19 +61,25 @@ impl Config {
 
 /// Shared state of the controller.
 pub struct Context {
+    /// The seed's API.
     pub client: Client,
+    /// The planner's settings.
     pub settings: Settings,
+    /// Metrics and readiness, served on the admin port.
     pub metrics: Arc<Metrics>,
+    /// Publishes Events on Clusters, as this replica.
     pub recorder: Recorder,
     /// Consecutive errors per cluster name, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
+    /// The context of `eargate reconcile` from its command-line configuration.
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Arc<Self> {
         Self::with_settings(client, config.settings(), config.identity, metrics)
     }
 
+    /// The context with explicit settings; `identity` names this replica in Events.
     pub fn with_settings(
         client: Client,
         settings: Settings,
@@ -131,17 +142,30 @@ mod tests {
 /// echo submitted content.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A call to the seed's API failed.
     #[error("{what}: {detail}")]
     Kube {
+        /// What was being done ("reading Secret ns/name").
         what: String,
+        /// The API's answer or the transport error, without key material.
         detail: String,
+        /// The HTTP status, when the API answered.
         code: Option<u16>,
     },
     /// The planner is blocked by something outside its reach (e.g. a missing key Secret).
     #[error("blocked: {reason}")]
-    Blocked { reason: String },
+    Blocked {
+        /// The condition reason the planner gave (`KeySecretMissing`, ...).
+        reason: String,
+    },
+    /// An object could not be serialised for a write.
     #[error("encoding {what}: {detail}")]
-    Encode { what: String, detail: String },
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// Why it failed.
+        detail: String,
+    },
 }
 
 impl Error {

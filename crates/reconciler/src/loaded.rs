@@ -36,7 +36,9 @@ pub fn expected_hash(minor: u32, config: &[u8]) -> Option<String> {
 /// hash of the config it last loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadedConfig {
+    /// The server's identity, hashed by kube-apiserver (`sha256:<hex>`).
     pub apiserver_id_hash: String,
+    /// The loaded config's hash, in the format of the server's minor version.
     pub hash: String,
 }
 

@@ -19,10 +19,15 @@ use prometheus_client::registry::Registry;
 /// `status.encryption.phase` as a label value; `None` when the cluster has no encryption status.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum PhaseLabel {
+    /// No `status.encryption`.
     None,
+    /// `Pending`: a config is being rolled out.
     Pending,
+    /// `EncryptionNeeded`: stored data is being rewritten.
     EncryptionNeeded,
+    /// `Active`: the data is what the config asks for.
     Active,
+    /// `Failed`: a rollout or Job failed; waits for a retry.
     Failed,
 }
 
@@ -79,7 +84,9 @@ struct DriftLabels {
 /// How a re-encryption Job ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum JobOutcome {
+    /// The Job's `Complete` condition is true.
     Succeeded,
+    /// The Job's `Failed` condition is true.
     Failed,
 }
 
@@ -107,6 +114,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every metric registered, at zero; not ready.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("eargate");
         let phase = Family::<PhaseLabels, Gauge>::default();
@@ -289,6 +297,7 @@ impl Metrics {
         }
     }
 
+    /// Whether this replica holds the leader Lease.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
@@ -298,6 +307,7 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// What `/readyz` answers.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }

@@ -212,10 +212,18 @@ pub enum Loaded {
     /// The replica answered. `minor` is its version's minor number (from `/version`);
     /// `hash` the `hash` label of [`crate::loaded::LAST_CONFIG_INFO`], `None` when it exports
     /// no such series (no config loaded, or a version without the metric).
-    Reported { minor: u32, hash: Option<String> },
+    Reported {
+        /// The minor version (`37` for v1.37.2).
+        minor: u32,
+        /// The loaded config's hash label, if the replica exports one.
+        hash: Option<String>,
+    },
     /// It could not be reached or did not answer as an API server would (why, without
     /// key material).
-    Unreachable { error: String },
+    Unreachable {
+        /// Why, in one line.
+        error: String,
+    },
 }
 
 /// The re-encryption Job of the current config and attempt.
@@ -226,7 +234,10 @@ pub enum JobState {
     /// Condition `Complete` is true.
     Succeeded,
     /// Condition `Failed` is true; the reason comes from the Job condition (no key material).
-    Failed { reason: String },
+    Failed {
+        /// The Job condition's reason (`BackoffLimitExceeded`, `DeadlineExceeded`, ...).
+        reason: String,
+    },
 }
 
 /// Everything the planner needs about one Cluster and its control plane, read fresh at one
@@ -271,7 +282,9 @@ pub fn control_plane_namespace(cluster: &Cluster) -> String {
 /// Kubernetes Event type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
+    /// A step of the rollout.
     Normal,
+    /// Something needs attention (blocked, failed, drift, an unproven replica).
     Warning,
 }
 
@@ -292,40 +305,65 @@ pub enum Action {
     /// Merge-patch the Cluster's status subresource: `status.encryption` as given and each
     /// listed condition (by type) replaced. Only the named fields are written.
     PatchStatus {
+        /// What happens to `status.encryption`.
         encryption: EncryptionStatusChange,
+        /// Conditions to write, by type.
         conditions: BTreeMap<String, ClusterCondition>,
     },
     /// Create or update the rendered-config Secret `settings.config_secret`: data key
     /// `settings.config_secret_key` = `yaml`, label [`names::LABEL_CONFIG_HASH`] = `hash`,
     /// label [`names::LABEL_MANAGED_BY`] = [`names::MANAGED_BY`], and these annotations.
     WriteConfigSecret {
+        /// The rendered EncryptionConfiguration.
         yaml: String,
+        /// Its [`content_hash`].
         hash: String,
+        /// The planner's memory (spec hash, retry value, writers).
         annotations: BTreeMap<String, String>,
     },
     /// Patch the API server Deployment: pod-template annotation [`names::ANNOTATION_CONFIG_HASH`]
     /// = `hash` and Deployment annotation [`ANNOTATION_ROLLOUT_STARTED`] = `started`.
-    RollApiServer { hash: String, started: Timestamp },
+    RollApiServer {
+        /// The config the pod template points at.
+        hash: String,
+        /// When the rollout started (for its timeout).
+        started: Timestamp,
+    },
     /// Hot-reload mode: record on the API server Deployment (annotation
     /// [`ANNOTATION_ROLLOUT_STARTED`] only; the pod template is left alone, so nothing
     /// restarts) when the replicas were asked to reload.
-    MarkReloadStarted { started: Timestamp },
+    MarkReloadStarted {
+        /// When the new config was written (for the reload timeout).
+        started: Timestamp,
+    },
     /// Create this Job (HTTP 409 = it already exists = fine).
-    CreateJob { job: Box<Job> },
+    CreateJob {
+        /// The Job, built by [`crate::job::build_job`].
+        job: Box<Job>,
+    },
     /// Emit a Kubernetes Event on the Cluster.
     Event {
+        /// Normal or Warning.
         type_: EventType,
+        /// A short CamelCase reason (`RolloutStarted`, `ReplicaNotProven`, ...).
         reason: String,
+        /// The message (key names only, never material).
         note: String,
     },
     /// A referenced key Secret's content differs from the material already rendered under
     /// that key name; the rendered material is kept. For the drift metric (by key name).
-    ReportDrift { key_name: String },
+    ReportDrift {
+        /// The key's name in the spec.
+        key_name: String,
+    },
     /// Nothing more to do now; look again after this long (waiting for a rollout or Job).
     RequeueAfter(Duration),
     /// Blocked by a problem outside the planner's reach (missing key Secret, missing
     /// Deployment, unreadable config): retry with the controller's exponential backoff.
-    Backoff { reason: String },
+    Backoff {
+        /// The condition reason of the block.
+        reason: String,
+    },
 }
 
 /// Content hash of a rendered file: 32 hex digits of SHA-256 (fits a label value). It names

@@ -1,7 +1,7 @@
 //! The no-data-loss proof, as a model-based property test.
 //!
 //! Random sequences of user edits that the POLICY accepts (the webhook's own validation,
-//! `eargate_policy::policy::validate`, judged against the stored object), interleaved with
+//! `eargate_policy::validate`, judged against the stored object), interleaved with
 //! planner steps (sometimes crashing after a prefix of their actions: controller restarts and
 //! API errors), partial API server rollouts (some instances on an older config), pods that
 //! restart or reload and so pick up the current Secret, client writes through any instance,
@@ -18,8 +18,8 @@
 use std::time::Duration;
 
 use eargate_policy::model::{EncryptionConfiguration, EncryptionPhase};
-use eargate_policy::policy::{validate, Operation, PolicyConfig, Request};
 use eargate_policy::ClusterFacts;
+use eargate_policy::{validate, Operation, PolicyConfig, Request};
 use eargate_reconciler::ReloadMode;
 use eargate_testkit::sim::*;
 use proptest::prelude::*;

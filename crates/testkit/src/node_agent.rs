@@ -64,6 +64,7 @@ pub struct NodeAgentConfig {
     pub deployment: String,
     /// The Secret holding the rendered EncryptionConfiguration, and its data key.
     pub config_secret: String,
+    /// The data key of the rendered file inside [`NodeAgentConfig::config_secret`].
     pub config_secret_key: String,
     /// The program a container runs when it names no `command` (the image's entrypoint).
     pub entrypoint: PathBuf,
@@ -76,27 +77,36 @@ pub struct NodeAgentConfig {
 /// One run of a Job's container.
 #[derive(Clone, Debug)]
 pub struct JobRun {
+    /// The Job's name.
     pub job: String,
+    /// Which attempt (1 first; retries up to `backoffLimit`).
     pub attempt: u32,
     /// The container's arguments as written in the Job spec.
     pub spec_args: Vec<String>,
     /// What was run: program and arguments after the mount paths were swapped.
     pub program: PathBuf,
+    /// The arguments as run.
     pub args: Vec<String>,
+    /// The exit code (`None`: killed by a signal).
     pub exit_code: Option<i32>,
+    /// What the container printed on stdout.
     pub stdout: String,
+    /// What it printed on stderr.
     pub stderr: String,
+    /// How long it ran.
     pub took: Duration,
 }
 
 /// One finished Deployment rollout.
 #[derive(Clone, Debug)]
 pub struct RolloutRecord {
+    /// The Deployment generation it rolled to.
     pub generation: i64,
     /// The template's `eargate.k8c.io/encryption-config-hash` annotation.
     pub config_hash: Option<String>,
     /// Whether the replicas were started with an encryption configuration.
     pub with_encryption_config: bool,
+    /// How long the whole rollout took.
     pub took: Duration,
 }
 
@@ -190,6 +200,7 @@ impl AgentState {
 
 /// The running agent; dropping it stops it (after the step in progress).
 pub struct NodeAgent {
+    /// What the agent did, and the faults a test can ask of it.
     pub state: Arc<AgentState>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -35,6 +35,7 @@ static B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::ST
 
 /// The seed: a control plane with the chart's CRD and RBAC, and the gate if asked for.
 pub struct Seed {
+    /// The seed's control plane.
     pub cp: &'static ControlPlane,
     /// The namespace the chart is installed in (its ServiceAccount, the reconciler's Lease).
     pub namespace: String,
@@ -127,7 +128,9 @@ pub struct Reconciler {
     server: Server,
     log: PathBuf,
     pid_file: PathBuf,
+    /// `--identity`: its name in the Lease and in Events.
     pub identity: String,
+    /// The loopback port of its admin server (`/metrics`, `/readyz`).
     pub metrics_port: u16,
 }
 
@@ -232,7 +235,9 @@ pub struct HostedCluster {
     pub name: String,
     /// Its control-plane namespace in the seed (`cluster-<name>`).
     pub namespace: String,
+    /// The user cluster whose API servers the Deployment's Pods are.
     pub user: Arc<UserCluster>,
+    /// The node agent that runs them.
     pub agent: NodeAgent,
 }
 
@@ -347,6 +352,7 @@ resources:
   - identity: {}
 ";
 
+/// The API server Deployment of a control-plane namespace (restart mode).
 pub fn apiserver_deployment(namespace: &str, replicas: usize) -> Value {
     apiserver_deployment_with(namespace, replicas, false)
 }

@@ -39,9 +39,12 @@ struct Replica {
 
 /// A user cluster: its etcd, its API server replicas and the Service in front of them.
 pub struct UserCluster {
+    /// The Cluster's name.
     pub name: String,
     dir: PathBuf,
+    /// The CA and certificates every replica serves and trusts.
     pub pki: Pki,
+    /// The user cluster's own etcd.
     pub etcd: Etcd,
     apiserver_bin: PathBuf,
     kubectl: PathBuf,
