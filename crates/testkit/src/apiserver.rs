@@ -100,8 +100,9 @@ pub struct ApiServer {
 
 impl ApiServer {
     /// Starts kube-apiserver on `etcd` with `extra_args` (for example
-    /// `--encryption-provider-config=…`), logging to `<dir>/<name>.log`. It is not waited
-    /// for: see [`ApiServer::wait_ready`].
+    /// `--encryption-provider-config=…`), logging to `<dir>/<name>.log`. It listens on a free
+    /// loopback port, or on the one a `--secure-port=` in `extra_args` names. It is not
+    /// waited for: see [`ApiServer::wait_ready`].
     pub fn spawn(
         name: &str,
         binary: &Path,
@@ -110,7 +111,10 @@ impl ApiServer {
         dir: &Path,
         extra_args: &[String],
     ) -> ApiServer {
-        let port = free_port();
+        let asked = extra_args
+            .iter()
+            .find_map(|a| a.strip_prefix("--secure-port=")?.parse::<u16>().ok());
+        let port = asked.unwrap_or_else(free_port);
         let mut args = vec![
             format!("--etcd-servers={etcd}"),
             "--bind-address=127.0.0.1".to_owned(),
@@ -136,7 +140,12 @@ impl ApiServer {
             // The default reconciler refuses a loopback advertise address.
             "--endpoint-reconciler-type=none".to_owned(),
         ];
-        args.extend(extra_args.iter().cloned());
+        args.extend(
+            extra_args
+                .iter()
+                .filter(|a| !a.starts_with("--secure-port="))
+                .cloned(),
+        );
         let server = Server::spawn(name, binary, &args, &dir.join(format!("{name}.log")));
         ApiServer {
             server,

@@ -385,6 +385,9 @@ struct PodRecord {
     mounted_config: Option<PathBuf>,
     /// The replica reloads that file by itself (`--encryption-provider-config-automatic-reload`).
     hot_reload: bool,
+    /// The port its Pod declares; a container restart listens there again, as a restarted
+    /// container keeps its Pod's IP.
+    port: u16,
 }
 
 /// The flag that makes kube-apiserver reload its encryption config file by itself.
@@ -645,14 +648,15 @@ impl Kubelet {
             })
             .await
             .map_err(|e| format!("starting replica {i}: {e}"))?;
-            self.create_pod(template, target, &pod_name, replica_port(&url)?)
-                .await?;
+            let port = replica_port(&url)?;
+            self.create_pod(template, target, &pod_name, port).await?;
             self.pods[i] = Some(PodRecord {
                 name: pod_name.clone(),
                 template_hash: target.to_owned(),
                 restarts: 0,
                 mounted_config: mounted,
                 hot_reload,
+                port,
             });
             self.state.note(format!(
                 "replica {i}: pod {pod_name} ready at {url} ({})",
@@ -804,7 +808,7 @@ impl Kubelet {
         };
         pod.restarts += 1;
         let (name, restarts) = (pod.name.clone(), pod.restarts);
-        let (mounted, hot_reload) = (pod.mounted_config.clone(), pod.hot_reload);
+        let (mounted, hot_reload, port) = (pod.mounted_config.clone(), pod.hot_reload, pod.port);
         let pod_dir = self.config.dir.join("pods").join(&name);
         let file = self.start_file(i, &pod_dir, mounted.as_deref())?;
         self.pod_ready(&name, false, restarts - 1).await?;
@@ -812,11 +816,10 @@ impl Kubelet {
         self.state
             .note(format!("replica {i}: container of pod {name} restarting"));
         let user = self.user.clone();
-        let extra: Vec<String> = if hot_reload {
-            vec![AUTOMATIC_RELOAD_FLAG.to_owned()]
-        } else {
-            Vec::new()
-        };
+        let mut extra = vec![format!("--secure-port={port}")];
+        if hot_reload {
+            extra.push(AUTOMATIC_RELOAD_FLAG.to_owned());
+        }
         let url = tokio::task::spawn_blocking(move || {
             user.stop_replica(i);
             user.start_replica_with(i, file.as_deref(), &extra)
