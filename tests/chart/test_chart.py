@@ -306,6 +306,10 @@ def test_reconciler_runs_eargate_reconcile_with_the_agreed_flags(rendered):
     assert flag(args, "lease-namespace") == [NAMESPACE]
     assert flag(args, "lease-name") == [RECONCILER_SA]
     assert flag(args, "log-format") == ["json"]
+    # Restart mode, and every replica's loaded config proven, unless the values say otherwise.
+    assert flag(args, "reload") == ["restart"]
+    assert flag(args, "prove-loaded-config") == ["true"]
+    assert flag(args, "apiserver-container") == []
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container(dep)["env"]}
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert dep["spec"]["replicas"] == 2
@@ -322,6 +326,9 @@ def test_job_image_and_names_are_configurable():
                 "adminKubeconfigSecret": "admin-kc",
                 "rolloutTimeout": "15m",
                 "leaseName": "my-lease",
+                "reload": "hot",
+                "apiserverContainer": "kube-apiserver",
+                "proveLoadedConfig": False,
             },
         }
     )
@@ -334,6 +341,9 @@ def test_job_image_and_names_are_configurable():
     assert flag(args, "admin-kubeconfig-secret") == ["admin-kc"]
     assert flag(args, "rollout-timeout") == ["15m"]
     assert flag(args, "lease-name") == ["my-lease"]
+    assert flag(args, "reload") == ["hot"]
+    assert flag(args, "apiserver-container") == ["kube-apiserver"]
+    assert flag(args, "prove-loaded-config") == ["false"]
     role = one(objects, "Role")
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named and all(r["resourceNames"] == ["my-lease"] for r in named)
