@@ -1816,10 +1816,34 @@ fn fault_the_job_fails_once_then_the_retry_annotation_leads_to_active() {
     run_fault("fault-job", |seed, name| {
         Box::pin(async move {
             let mut w = World::ready(seed, &name).await;
-            // The Job's kubeconfig names a user the user cluster knows but allows nothing:
-            // every attempt of `eargate reencrypt` is refused (403) for real.
+            // The Job's kubeconfig names a user the user cluster knows but allows nothing
+            // except reading /metrics (so the reconciler can still prove what each API server
+            // loaded): every attempt of `eargate reencrypt` is refused (403) for real.
             let good = w.user.kubeconfig_text();
             let nobody = w.user.kubeconfig_text_for(&Identity::user("nobody", &[]));
+            for args in [
+                &[
+                    "create",
+                    "clusterrole",
+                    "metrics-reader",
+                    "--verb=get",
+                    "--non-resource-url=/metrics",
+                ][..],
+                &[
+                    "create",
+                    "clusterrolebinding",
+                    "nobody-reads-metrics",
+                    "--clusterrole=metrics-reader",
+                    "--user=nobody",
+                ][..],
+            ] {
+                let out = w.user.kubectl().args(args).output().expect("kubectl");
+                assert!(
+                    out.status.success(),
+                    "kubectl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             let set_kubeconfig = |w: &World, text: &str| {
                 w.cp().apply(&[json!({
                     "apiVersion": "v1", "kind": "Secret",
