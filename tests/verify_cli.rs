@@ -247,3 +247,77 @@ fn exit_codes_outputs_and_no_leaks() {
         "{err}"
     );
 }
+
+/// `--termination-message-path`: the per-key summary a storage-scan Job hands back — what
+/// still needs each key, current objects and older revisions — within 4096 bytes, key names
+/// only.
+#[test]
+fn termination_message_counts_what_each_key_still_seals() {
+    let Some(etcd) = Etcd::start(false) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = etcd.client().await;
+        let k2 = SecretboxKey::new("key2", &[2; 32]);
+        let k1 = SecretboxKey::new("key1", &[1; 32]);
+        let obj = format!(r#"{{"kind":"Secret","data":{{"a":"{MARKER}"}}}}"#);
+        // Rewritten from key1 to key2: its older revision is still sealed with key1.
+        c.put("/registry/secrets/default/a", k1.seal(obj.as_bytes()), None)
+            .await
+            .unwrap();
+        c.put("/registry/secrets/default/a", k2.seal(obj.as_bytes()), None)
+            .await
+            .unwrap();
+        // Still sealed with key1 now.
+        c.put("/registry/secrets/default/b", k1.seal(obj.as_bytes()), None)
+            .await
+            .unwrap();
+        c.put("/registry/secrets/default/c", k2.seal(obj.as_bytes()), None)
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let message = dir.path().join("termination-log");
+    let run = |history: bool| {
+        let mut args = vec![
+            "--etcd-endpoints",
+            etcd.endpoint.as_str(),
+            "--encryption-config",
+            config.to_str().unwrap(),
+            "--termination-message-path",
+            message.to_str().unwrap(),
+        ];
+        if history {
+            args.push("--history");
+        }
+        let out = eargate(&args);
+        assert_eq!(out.status.code(), Some(1), "key1 still seals data");
+        assert_no_leak(&out);
+        let text = std::fs::read_to_string(&message).unwrap();
+        assert!(text.len() <= 4096, "{text}");
+        assert_no_leak(&Output {
+            status: out.status,
+            stdout: text.clone().into_bytes(),
+            stderr: Vec::new(),
+        });
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let current = run(false);
+    assert_eq!(current["history"], false);
+    assert_eq!(current["keys"]["key1"], serde_json::json!({"objects": 1}));
+    assert_eq!(current["keys"]["key2"], serde_json::json!({"objects": 2}));
+    let with_history = run(true);
+    assert_eq!(with_history["ok"], false);
+    assert_eq!(with_history["history"], true);
+    assert_eq!(
+        with_history["keys"]["key1"],
+        serde_json::json!({"objects": 1, "olderRevisions": 1})
+    );
+    assert_eq!(
+        with_history["keys"]["key2"],
+        serde_json::json!({"objects": 2, "olderRevisions": 0})
+    );
+    assert!(with_history["etcdRevision"].as_i64().unwrap() >= 4);
+}

@@ -50,6 +50,12 @@ pub struct Args {
     /// Timeout for connecting and for each etcd request (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = super::flags::parse_duration)]
     pub timeout: Duration,
+    /// Also write a short JSON summary here — per key name, current objects and (with
+    /// --history) older revisions sealed with it — for a Job's Pod to hand back in its
+    /// termination message (at most 4096 bytes). Kubernetes' default path is
+    /// /dev/termination-log.
+    #[arg(long)]
+    pub termination_message_path: Option<PathBuf>,
 }
 
 /// Reads kube-apiserver's EncryptionConfiguration (YAML is a superset of JSON).
@@ -93,6 +99,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let client = connect(&target).await?;
         anyhow::Ok(verify(&client, &config, &options).await?)
     })?;
+    if let Some(path) = &args.termination_message_path {
+        let names = config
+            .resources
+            .iter()
+            .flat_map(|r| r.providers.iter())
+            .filter_map(|p| p.secretbox.as_ref())
+            .flat_map(|s| s.keys.iter().map(|k| k.name.as_str()));
+        let summary = report.key_summary(names).to_termination_message();
+        std::fs::write(path, summary).with_context(|| {
+            format!(
+                "cannot write {} (--termination-message-path)",
+                path.display()
+            )
+        })?;
+    }
     match args.output {
         Output::Text => print!("{}", report.to_text()),
         Output::Json => println!("{}", report.to_json()),

@@ -203,6 +203,9 @@ pub struct HistoryReport {
     pub revisions_scanned: u64,
     /// Older (overwritten or deleted) revisions not sealed with the primary key, per outcome.
     pub older_counts: Counts,
+    /// The same revisions per secretbox key name they are sealed with (a key about to be
+    /// removed is never the primary, so this is what still needs it).
+    pub older_keys: KeyCounts,
     /// Those revisions, by object.
     pub offenders: OffenderList,
     /// How to get rid of them.
@@ -220,8 +223,9 @@ pub struct HistoryReport {
 /// - `offenders`: `{items: [{resource, namespace, name, revision, outcome, key?, reason?,
 ///   provider?}], omitted}` — current objects not sealed with the primary key;
 /// - `history` (with `--history`, else `null`): `compaction_revision`, `from_revision`,
-///   `revisions_scanned`, `older_counts`, `offenders` (items carry `deleted: true` when the
-///   object no longer exists), `remedy`;
+///   `revisions_scanned`, `older_counts`, `older_keys` (those revisions per secretbox key
+///   name), `offenders` (items carry `deleted: true` when the object no longer exists),
+///   `remedy`;
 /// - `notes`: human sentences on what was checked: how wildcard entries (`*.*`, `*.`,
 ///   `*.<group>`) were expanded from the etcd keyspace, and what they left out;
 /// - `problems`: human sentences explaining a negative verdict.
@@ -251,7 +255,92 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
+/// The most a container's termination message may hold (kubelet truncates beyond it).
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// How much one secretbox key is still used, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyUse {
+    /// Current objects sealed with the key.
+    pub objects: u64,
+    /// Older revisions etcd still holds that are sealed with it; `None` without `--history`
+    /// (unknown, not zero).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub older_revisions: Option<u64>,
+}
+
+/// The short per-key summary a storage scan hands back in its Pod's termination message:
+/// which keys still seal something. Key names only; never values or key material.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySummary {
+    /// The report's verdict (everything current, and with `--history` every older revision,
+    /// sealed with the primary key).
+    pub ok: bool,
+    /// The etcd revision the current objects were read at.
+    pub etcd_revision: i64,
+    /// Older revisions were read (`--history`).
+    pub history: bool,
+    /// Every key name of the config or found in storage, with its use.
+    pub keys: BTreeMap<String, KeyUse>,
+    /// Key names were left out to stay within [`TERMINATION_MESSAGE_LIMIT`].
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub truncated: bool,
+}
+
+impl KeySummary {
+    /// Compact JSON within [`TERMINATION_MESSAGE_LIMIT`] bytes: key names are dropped from the
+    /// end (and `truncated` set) until it fits.
+    pub fn to_termination_message(&self) -> String {
+        let mut summary = self.clone();
+        loop {
+            let text = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".to_owned());
+            if text.len() <= TERMINATION_MESSAGE_LIMIT || summary.keys.is_empty() {
+                return text;
+            }
+            summary.keys.pop_last();
+            summary.truncated = true;
+        }
+    }
+}
+
 impl Report {
+    /// Per key name (those of `configured`, plus any found in storage): current objects and,
+    /// with `--history`, older revisions sealed with it.
+    pub fn key_summary<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> KeySummary {
+        let history = self.history.as_ref();
+        let mut keys: BTreeMap<String, KeyUse> = configured
+            .into_iter()
+            .map(|name| {
+                let use_ = KeyUse {
+                    objects: 0,
+                    older_revisions: history.map(|_| 0),
+                };
+                (name.to_owned(), use_)
+            })
+            .collect();
+        for (name, n) in self.keys.iter() {
+            let entry = keys.entry(name.to_owned()).or_insert(KeyUse {
+                objects: 0,
+                older_revisions: history.map(|_| 0),
+            });
+            entry.objects = n;
+        }
+        if let Some(h) = history {
+            for (name, n) in h.older_keys.iter() {
+                keys.entry(name.to_owned()).or_default().older_revisions = Some(n);
+            }
+        }
+        KeySummary {
+            ok: self.ok,
+            etcd_revision: self.etcd_revision,
+            history: history.is_some(),
+            keys,
+            truncated: false,
+        }
+    }
+
     /// Fills in `ok`, `verdict` and `problems` from the counts.
     pub fn decide(&mut self) {
         let mut problems = Vec::new();
@@ -442,5 +531,45 @@ fn offender_lines(out: &mut String, title: &str, list: &OffenderList) {
     }
     if list.omitted > 0 {
         let _ = writeln!(out, "  … and {} more (not listed)", list.omitted);
+    }
+}
+
+#[cfg(test)]
+mod key_summary_tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_fits_a_termination_message() {
+        let mut keys = BTreeMap::new();
+        for i in 0..500 {
+            keys.insert(
+                format!("a-rather-long-key-name-number-{i:04}"),
+                KeyUse {
+                    objects: 1,
+                    older_revisions: Some(2),
+                },
+            );
+        }
+        let summary = KeySummary {
+            ok: false,
+            etcd_revision: 7,
+            history: true,
+            keys,
+            truncated: false,
+        };
+        let text = summary.to_termination_message();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        let back: KeySummary = serde_json::from_str(&text).expect("JSON");
+        assert!(back.truncated);
+        assert!(back.keys.len() > 50 && back.keys.len() < 500);
+        assert!(back.keys.contains_key("a-rather-long-key-name-number-0000"));
+        let small = KeySummary {
+            keys: BTreeMap::from([("k1".to_owned(), KeyUse::default())]),
+            ..KeySummary::default()
+        };
+        assert_eq!(
+            small.to_termination_message(),
+            r#"{"ok":false,"etcdRevision":0,"history":false,"keys":{"k1":{"objects":0}}}"#
+        );
     }
 }

@@ -376,11 +376,15 @@ async fn history(
     let mut pending: HashMap<Vec<u8>, Pending> = HashMap::new();
     let mut scanned = 0u64;
     let mut older_counts = Counts::default();
+    let mut older_keys = KeyCounts::default();
     let mut offenders = OffenderList::with_limit(offender_limit);
 
     let mut settle = |pending: &mut HashMap<Vec<u8>, Pending>, key: &[u8], deleted: bool| {
         if let Some(p) = pending.remove(key) {
             older_counts.add(p.outcome.kind());
+            if let Some(name) = p.outcome.key_name() {
+                older_keys.add(name);
+            }
             let plan = &plans[p.plan];
             let mut o = Offender::new(
                 &plan.keys.resource,
@@ -444,6 +448,7 @@ async fn history(
         from_revision: oldest,
         revisions_scanned: scanned,
         older_counts,
+        older_keys,
         offenders,
         remedy: format!(
             "etcd keeps overwritten values until it compacts its history. Wait for \
