@@ -14,7 +14,10 @@ use crate::model::{Loaded, ReplicaReport};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Proof {
     /// At least `expected` replicas serve and each reports the hash of the rendered bytes.
-    Proven { replicas: Vec<String> },
+    Proven {
+        replicas: Vec<String>,
+        expected: usize,
+    },
     /// Some replica reports another config, none, or cannot be reached; or fewer replicas
     /// serve than the Deployment wants. Progress waits.
     Blocked {
@@ -36,7 +39,7 @@ impl Proof {
     /// `(proven, expected)` for the metrics; `None` when no proof is possible.
     pub(crate) fn counts(&self) -> Option<(usize, usize)> {
         match self {
-            Proof::Proven { replicas } => Some((replicas.len(), replicas.len())),
+            Proof::Proven { replicas, expected } => Some((replicas.len(), *expected)),
             Proof::Blocked {
                 proven, expected, ..
             } => Some((*proven, *expected)),
@@ -47,7 +50,7 @@ impl Proof {
     /// One line for a condition or an Event (pod names and short hashes, no key material).
     pub(crate) fn message(&self, config_hash: &str) -> String {
         match self {
-            Proof::Proven { replicas } => format!(
+            Proof::Proven { replicas, .. } => format!(
                 "{n} of {n} API server replicas report config {config_hash} loaded: {}",
                 replicas.join(", "),
                 n = replicas.len()
@@ -113,7 +116,10 @@ pub(crate) fn prove(replicas: &[ReplicaReport], config: &[u8], expected: usize) 
         unproven.push((replica.pod.clone(), why));
     }
     if unproven.is_empty() && proven.len() >= expected {
-        return Proof::Proven { replicas: proven };
+        return Proof::Proven {
+            replicas: proven,
+            expected,
+        };
     }
     if proven.len() + unproven.len() < expected {
         unproven.push((
@@ -165,7 +171,8 @@ mod tests {
         assert_eq!(
             prove(&[b.clone(), a.clone()], CONFIG, 2),
             Proof::Proven {
-                replicas: vec!["apiserver-a".into(), "apiserver-b".into()]
+                replicas: vec!["apiserver-a".into(), "apiserver-b".into()],
+                expected: 2
             }
         );
         let stale = reported("apiserver-b", 37, Some(b"kind: other\n"));

@@ -107,20 +107,8 @@ fn wait_for_the_gate(cp: &ControlPlane) {
 
 /// Runs `cmd` with `input` on its standard input; returns what it printed.
 pub fn kubectl_stdin(cmd: &mut Command, input: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write to kubectl");
-    child.wait_with_output().expect("wait for kubectl")
+    crate::process::output_with_stdin(cmd.stderr(Stdio::piped()), input.as_bytes())
+        .expect("run kubectl")
 }
 
 /// `eargate reconcile`, its own process, with a token of the chart's ServiceAccount.
