@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use eargate_policy::names;
 use eargate_testkit::rollout::{
-    create_data, kubectl_stdin, DataSet, HostedCluster, Reconciler, Seed, IDENTITY_ONLY_CONFIG,
+    create_data, kubectl_stdin, runtime, DataSet, HostedCluster, Reconciler, Seed,
+    IDENTITY_ONLY_CONFIG,
 };
 use eargate_testkit::secrets::assert_no_key_material;
 use eargate_testkit::{ControlPlane, Identity};
@@ -53,14 +54,6 @@ static SEED: OnceLock<Option<Seed>> = OnceLock::new();
 fn seed() -> Option<&'static Seed> {
     SEED.get_or_init(|| Seed::install(ControlPlane::shared()?, EARGATE.as_ref(), NAMESPACE, false))
         .as_ref()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 /// One hosted cluster, its reconciler and what the test learned on the way.

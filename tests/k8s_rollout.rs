@@ -34,8 +34,8 @@ use base64::Engine as _;
 use eargate_policy::names;
 use eargate_testkit::node_agent::NodeAgent;
 use eargate_testkit::rollout::{
-    configmap_name, configmap_value, create_data, kubectl_stdin, secret_name, secret_value,
-    DataSet, HostedCluster, Reconciler, Seed,
+    configmap_name, configmap_value, create_data, kubectl_stdin, runtime, secret_name,
+    secret_value, DataSet, HostedCluster, Reconciler, Seed,
 };
 use eargate_testkit::user_cluster::UserCluster;
 use eargate_testkit::{ControlPlane, Identity};
@@ -1099,14 +1099,6 @@ impl Drop for World {
             .args(["delete", "cluster", &self.name, "--wait=false"])
             .output();
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 fn phase(c: &Value) -> Option<&str> {

@@ -123,33 +123,19 @@ pub(crate) async fn execute(
                 .await?;
             }
             Action::RollApiServer { hash, started } => {
-                let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-                let deployment = &ctx.settings.apiserver_deployment;
                 let body = json!({
                     "metadata": {"annotations": {ANNOTATION_ROLLOUT_STARTED: started.to_string()}},
                     "spec": {"template": {"metadata": {"annotations": {names::ANNOTATION_CONFIG_HASH: hash}}}}
                 });
-                deployments
-                    .patch(deployment, &PatchParams::default(), &Patch::Merge(&body))
-                    .await
-                    .map_err(|e| {
-                        Error::kube(format!("patching Deployment {namespace}/{deployment}"), e)
-                    })?;
-                info!(cluster = %name, namespace, deployment = %deployment, config_hash = %hash, "rolling the API server to the new config");
+                patch_apiserver(ctx, namespace, &body).await?;
+                info!(cluster = %name, namespace, deployment = %ctx.settings.apiserver_deployment, config_hash = %hash, "rolling the API server to the new config");
             }
             Action::MarkReloadStarted { started } => {
-                let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-                let deployment = &ctx.settings.apiserver_deployment;
                 let body = json!({
                     "metadata": {"annotations": {ANNOTATION_ROLLOUT_STARTED: started.to_string()}}
                 });
-                deployments
-                    .patch(deployment, &PatchParams::default(), &Patch::Merge(&body))
-                    .await
-                    .map_err(|e| {
-                        Error::kube(format!("patching Deployment {namespace}/{deployment}"), e)
-                    })?;
-                info!(cluster = %name, namespace, deployment = %deployment, "waiting for the API server replicas to reload the new config");
+                patch_apiserver(ctx, namespace, &body).await?;
+                info!(cluster = %name, namespace, deployment = %ctx.settings.apiserver_deployment, "waiting for the API server replicas to reload the new config");
             }
             Action::CreateJob { job } => create_job(ctx, namespace, job).await?,
             Action::Event {
@@ -322,6 +308,17 @@ async fn write_config_secret(
 }
 
 /// Creates the Job; one that already exists (409) is the same Job, by its name.
+/// Merge-patches the API server Deployment of `namespace`.
+async fn patch_apiserver(ctx: &Context, namespace: &str, body: &Value) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let deployment = &ctx.settings.apiserver_deployment;
+    deployments
+        .patch(deployment, &PatchParams::default(), &Patch::Merge(body))
+        .await
+        .map_err(|e| Error::kube(format!("patching Deployment {namespace}/{deployment}"), e))?;
+    Ok(())
+}
+
 async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = job.name_any();

@@ -328,6 +328,16 @@ pub fn random_key() -> [u8; 32] {
 
 /// The user cluster's API server Deployment as the seed holds it: it mounts the rendered
 /// config Secret (optional until the reconciler writes it).
+/// The runtime the control-plane tests run their worlds in (4 workers: the node agent,
+/// traffic and the test's own polling run side by side).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// What a platform provisions for hot reload before encryption is enabled: Secrets stored in
 /// plaintext, from a file the API servers can reload later.
 pub const IDENTITY_ONLY_CONFIG: &str = "\
