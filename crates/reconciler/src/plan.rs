@@ -34,8 +34,11 @@
 //!
 //! Safety argument (checked by `tests/model.rs`): a key becomes the *writer* (first provider)
 //! of a rendered config only when every config that may still be serving can read it — i.e.
-//! it is already a reader of the previous config **and** that config's rollout is complete;
-//! otherwise the previous writer (or `identity`, which every config reads) stays the writer.
+//! it is already a reader of the previous config **and** that config is loaded everywhere
+//! (rollout complete and every serving replica reporting the hash of its bytes, see
+//! `crate::proof`; in hot-reload mode the reports alone); otherwise the previous writer (or
+//! `identity`, which every config reads) stays the writer. The same proof gates the Job and
+//! `Active`.
 //! Keys that stored data may be encrypted with are never dropped from the rendered config
 //! until a finished Job (phase `Active`) proves no object uses them.
 
