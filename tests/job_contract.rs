@@ -59,3 +59,55 @@ fn a_changed_argument_would_be_caught() {
     args.push("--no-such-flag".to_owned());
     assert!(parse(&args).is_err(), "{args:?} parsed");
 }
+
+#[test]
+fn the_storage_scans_arguments_parse_with_the_real_cli() {
+    let settings = Settings::default();
+    let job = eargate::reconciler::build_scan_job(
+        "c1",
+        "cluster-c1",
+        "0123456789abcdef0123456789abcdef",
+        1,
+        None,
+        &settings,
+    );
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let args = pod.containers[0].args.clone().expect("container args");
+    let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?} do not parse: {e}"));
+    let Command::Verify(verify) = cli.command else {
+        panic!("{args:?} is not `eargate verify`");
+    };
+    assert!(verify.history, "older revisions are counted");
+    assert!(
+        !verify.verdict_exit_code,
+        "the summary is the result, not the exit code"
+    );
+    assert_eq!(
+        verify.termination_message_path.as_deref(),
+        Some(std::path::Path::new("/dev/termination-log")),
+        "Kubernetes' default terminationMessagePath"
+    );
+    assert_eq!(
+        verify.etcd_endpoints[0],
+        "https://etcd-0.etcd.cluster-c1.svc.cluster.local:2379"
+    );
+    // Each file flag points into a mounted volume.
+    let mounts: Vec<String> = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    for path in [
+        verify.cacert.unwrap(),
+        verify.cert.unwrap(),
+        verify.key.unwrap(),
+        verify.encryption_config,
+    ] {
+        assert!(
+            mounts.iter().any(|m| path.starts_with(m)),
+            "{} is not under a mount ({mounts:?})",
+            path.display()
+        );
+    }
+}

@@ -320,4 +320,37 @@ fn termination_message_counts_what_each_key_still_seals() {
         serde_json::json!({"objects": 2, "olderRevisions": 0})
     );
     assert!(with_history["etcdRevision"].as_i64().unwrap() >= 4);
+    // As a storage-scan Job runs it: the summary is the result, so it exits 0 once etcd was
+    // read, whatever the verdict; an unreachable etcd is still 2.
+    let mut args = vec![
+        "--etcd-endpoints",
+        etcd.endpoint.as_str(),
+        "--encryption-config",
+        config.to_str().unwrap(),
+        "--history",
+        "--verdict-exit-code=false",
+        "--termination-message-path",
+        message.to_str().unwrap(),
+    ];
+    let out = eargate(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = eargate_policy::storage_scan::KeySummary::parse(
+        &std::fs::read_to_string(&message).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary.use_of("key1"),
+        eargate_policy::storage_scan::KeyVerdict::InUse {
+            objects: 1,
+            older_revisions: 1
+        }
+    );
+    args[1] = "http://127.0.0.1:1";
+    args.extend(["--timeout", "2s"]);
+    assert_eq!(eargate(&args).status.code(), Some(2));
 }

@@ -77,7 +77,7 @@ pub enum Command {
     Keygen(keygen::Args),
     /// Run the reconciler: roll encryption at rest out on every Cluster's control plane.
     #[command(after_help = EXIT_CODES_HELP)]
-    Reconcile(reconcile::Args),
+    Reconcile(Box<reconcile::Args>),
     /// Try Cluster edits offline (files, directories, stdin) or against a live Cluster:
     /// mutation then validation, exactly as the webhooks run them. Nothing is written.
     #[command(after_help = check::HELP_FOOTER)]
@@ -152,7 +152,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let output = cli.command.output();
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
-        Command::Reconcile(args) => reconcile::run(args),
+        Command::Reconcile(args) => reconcile::run(*args),
         Command::Check(args) => check::run(args),
         Command::Render(args) => render::run(args),
         Command::Verify(args) => verify::run(args),

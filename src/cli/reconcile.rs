@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use eargate_policy::names;
-use eargate_reconciler::{run_with_leader_election, Config, LeaderConfig, Metrics, ReloadMode};
+use eargate_reconciler::{
+    run_with_leader_election, Config, LeaderConfig, Metrics, ReloadMode, ScanSettings,
+};
 use eargate_runtime::{AdminServer, CancellationToken};
 use tracing::{error, info};
 
@@ -49,6 +51,32 @@ pub struct Args {
     /// pod readiness then gates, and the Cluster's EncryptionConfigLoaded condition says so.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub prove_loaded_config: bool,
+    /// The user cluster's etcd, for the storage scan that must find nothing sealed with a
+    /// removed key before it leaves the config; `{namespace}` is the control-plane namespace.
+    /// Default: Kubermatic's etcd StatefulSet.
+    #[arg(long, value_delimiter = ',', default_values = names::DEFAULT_ETCD_ENDPOINTS)]
+    pub etcd_endpoints: Vec<String>,
+    /// Secret with the API server's etcd client certificate, mounted into the storage scan.
+    #[arg(long, default_value = names::DEFAULT_ETCD_CLIENT_SECRET)]
+    pub etcd_client_secret: String,
+    /// Data key of the client certificate in --etcd-client-secret.
+    #[arg(long, default_value = names::DEFAULT_ETCD_CLIENT_CERT_KEY)]
+    pub etcd_client_cert_key: String,
+    /// Data key of the client private key in --etcd-client-secret.
+    #[arg(long, default_value = names::DEFAULT_ETCD_CLIENT_KEY_KEY)]
+    pub etcd_client_key_key: String,
+    /// Secret with the CA of etcd's serving certificate (only its certificate is mounted).
+    #[arg(long, default_value = names::DEFAULT_ETCD_CA_SECRET)]
+    pub etcd_ca_secret: String,
+    /// Data key of the CA certificate in --etcd-ca-secret.
+    #[arg(long, default_value = names::DEFAULT_ETCD_CA_KEY)]
+    pub etcd_ca_key: String,
+    /// Wait before scanning again while a removed key still seals data; doubles per scan.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub scan_backoff: Duration,
+    /// The longest wait between storage scans (kube-apiserver compacts etcd every 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub scan_backoff_max: Duration,
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = names::DEFAULT_LEASE_NAMESPACE)]
     pub lease_namespace: String,
@@ -104,10 +132,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("--apiserver-container", &args.apiserver_container),
         ("--lease-namespace", &args.lease_namespace),
         ("--lease-name", &args.lease_name),
+        ("--etcd-client-secret", &args.etcd_client_secret),
+        ("--etcd-client-cert-key", &args.etcd_client_cert_key),
+        ("--etcd-client-key-key", &args.etcd_client_key_key),
+        ("--etcd-ca-secret", &args.etcd_ca_secret),
+        ("--etcd-ca-key", &args.etcd_ca_key),
     ] {
         if value.trim().is_empty() {
             anyhow::bail!("{flag} must not be empty");
         }
+    }
+    if args.etcd_endpoints.iter().all(|e| e.trim().is_empty()) {
+        anyhow::bail!("--etcd-endpoints must name at least one endpoint");
+    }
+    if args.scan_backoff.is_zero() || args.scan_backoff_max < args.scan_backoff {
+        anyhow::bail!("--scan-backoff must be more than zero and at most --scan-backoff-max");
     }
     let _log_guard = eargate_runtime::init_logging(args.log_format);
     let identity = args
@@ -127,6 +166,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         apiserver_container: args.apiserver_container.clone(),
         prove_loaded: args.prove_loaded_config,
+        scan: ScanSettings {
+            etcd_endpoints: args.etcd_endpoints.clone(),
+            client_secret: args.etcd_client_secret.clone(),
+            client_cert_key: args.etcd_client_cert_key.clone(),
+            client_key_key: args.etcd_client_key_key.clone(),
+            ca_secret: args.etcd_ca_secret.clone(),
+            ca_key: args.etcd_ca_key.clone(),
+            backoff: args.scan_backoff,
+            backoff_max: args.scan_backoff_max,
+        },
         identity: identity.clone(),
     };
     let runtime = super::runtime()?;

@@ -310,6 +310,9 @@ def test_reconciler_runs_eargate_reconcile_with_the_agreed_flags(rendered):
     assert flag(args, "reload") == ["restart"]
     assert flag(args, "prove-loaded-config") == ["true"]
     assert flag(args, "apiserver-container") == []
+    # The storage scan runs with Kubermatic's defaults (built into eargate) unless set.
+    for name in ["etcd-endpoints", "etcd-client-secret", "etcd-ca-secret", "scan-backoff", "scan-backoff-max"]:
+        assert flag(args, name) == [], name
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container(dep)["env"]}
     assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert dep["spec"]["replicas"] == 2
@@ -329,6 +332,16 @@ def test_job_image_and_names_are_configurable():
                 "reload": "hot",
                 "apiserverContainer": "kube-apiserver",
                 "proveLoadedConfig": False,
+                "storageScan": {
+                    "etcdEndpoints": ["https://etcd-0.etcd.{namespace}.svc:2379", "https://etcd-1.etcd.{namespace}.svc:2379"],
+                    "clientSecret": "etcd-client",
+                    "clientCertKey": "tls.crt",
+                    "clientKeyKey": "tls.key",
+                    "caSecret": "etcd-ca",
+                    "caKey": "ca.pem",
+                    "backoff": "1m",
+                    "backoffMax": "10m",
+                },
             },
         }
     )
@@ -344,6 +357,14 @@ def test_job_image_and_names_are_configurable():
     assert flag(args, "reload") == ["hot"]
     assert flag(args, "apiserver-container") == ["kube-apiserver"]
     assert flag(args, "prove-loaded-config") == ["false"]
+    assert flag(args, "etcd-endpoints") == ["https://etcd-0.etcd.{namespace}.svc:2379,https://etcd-1.etcd.{namespace}.svc:2379"]
+    assert flag(args, "etcd-client-secret") == ["etcd-client"]
+    assert flag(args, "etcd-client-cert-key") == ["tls.crt"]
+    assert flag(args, "etcd-client-key-key") == ["tls.key"]
+    assert flag(args, "etcd-ca-secret") == ["etcd-ca"]
+    assert flag(args, "etcd-ca-key") == ["ca.pem"]
+    assert flag(args, "scan-backoff") == ["1m"]
+    assert flag(args, "scan-backoff-max") == ["10m"]
     role = one(objects, "Role")
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named and all(r["resourceNames"] == ["my-lease"] for r in named)

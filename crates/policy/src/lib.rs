@@ -13,8 +13,10 @@ pub mod model;
 pub mod names;
 // the rule table (`rules::ALL`, `rules::EAR004`),
 pub mod rules;
-// and a Cluster's status read one way (`status::phase(&cluster)`).
+// a Cluster's status read one way (`status::phase(&cluster)`),
 pub mod status;
+// and the per-key summary a storage scan hands back (`storage_scan::KeySummary`).
+pub mod storage_scan;
 
 mod facts;
 mod keys;

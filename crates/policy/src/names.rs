@@ -64,6 +64,32 @@ pub const DEFAULT_ADMIN_KUBECONFIG_SECRET: &str = "admin-kubeconfig";
 /// Data key of the kubeconfig inside its Secret.
 pub const DEFAULT_ADMIN_KUBECONFIG_KEY: &str = "kubeconfig";
 
+// The storage scan reads the user cluster's etcd as its API server does. Defaults are
+// Kubermatic's (kubermatic/kubermatic pkg/resources/resources.go and
+// pkg/resources/etcd/etcdservices.go `GetClientEndpoints`).
+
+/// Default etcd client endpoints; `{namespace}` is the control-plane namespace. Kubermatic
+/// runs etcd as StatefulSet `etcd` (3 members) behind the headless Service `etcd`.
+pub const DEFAULT_ETCD_ENDPOINTS: &[&str] = &[
+    "https://etcd-0.etcd.{namespace}.svc.cluster.local:2379",
+    "https://etcd-1.etcd.{namespace}.svc.cluster.local:2379",
+    "https://etcd-2.etcd.{namespace}.svc.cluster.local:2379",
+];
+/// Placeholder for the control-plane namespace in [`DEFAULT_ETCD_ENDPOINTS`].
+pub const NAMESPACE_PLACEHOLDER: &str = "{namespace}";
+/// Default Secret with the API server's etcd client certificate
+/// (Kubermatic's `ApiserverEtcdClientCertificateSecretName`).
+pub const DEFAULT_ETCD_CLIENT_SECRET: &str = "apiserver-etcd-client-certificate";
+/// Data key of the client certificate (`ApiserverEtcdClientCertificateCertSecretKey`).
+pub const DEFAULT_ETCD_CLIENT_CERT_KEY: &str = "apiserver-etcd-client.crt";
+/// Data key of the client private key (`ApiserverEtcdClientCertificateKeySecretKey`).
+pub const DEFAULT_ETCD_CLIENT_KEY_KEY: &str = "apiserver-etcd-client.key";
+/// Default Secret with the CA that signed etcd's serving certificate (Kubermatic's cluster
+/// CA, `CASecretName`). Only its certificate is mounted, never its key.
+pub const DEFAULT_ETCD_CA_SECRET: &str = "ca";
+/// Data key of the CA certificate (`CACertSecretKey`).
+pub const DEFAULT_ETCD_CA_KEY: &str = "ca.crt";
+
 /// Control-plane namespace when `status.namespaceName` is not set yet.
 pub fn default_control_plane_namespace(cluster_name: &str) -> String {
     format!("cluster-{cluster_name}")

@@ -789,7 +789,7 @@ fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decis
         for k in o.keys() {
             if !k.name.is_empty() && !new.keys().iter().any(|n| n.name == k.name) {
                 d.warnings.push(Warning::new(&rules::EARW08, KEYS, format!(
-                    "key {:?} removed from the configuration: the API servers will no longer be able to read anything sealed with it, including etcd backups you might restore; keep a copy of the key material outside the cluster until those backups expire",
+                    "key {:?} removed from the configuration: eargate's reconciler drops it from the API servers' config only after a storage scan of etcd finds nothing sealed with it (no object, no older revision; condition EncryptionKeysRetained); from then on nothing sealed with it can be read, including etcd backups you might restore: keep a copy of the key material outside the cluster until those backups expire",
                     k.name
                 )));
             }

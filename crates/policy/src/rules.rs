@@ -242,8 +242,8 @@ warnings! {
         id: "EARW08",
         title: "Key removed",
         sent_by: "the validating webhook",
-        explanation: "A key leaves the list (allowed by EAR010: nothing live is sealed with it). etcd backups taken while it was in use are still sealed with it: keep a copy of the key material outside the cluster until those backups expire.",
-        example: "key \"encryption-key-2022-01\" removed from the configuration: the API servers will no longer be able to read anything sealed with it, including etcd backups you might restore; keep a copy of the key material outside the cluster until those backups expire",
+        explanation: "A key leaves the list (allowed by EAR010: the phase is `Active` and it is not the active key). eargate's reconciler keeps it in the rendered config until a storage scan of the user cluster's etcd finds nothing sealed with it, neither a current object nor an older revision etcd still holds (condition `EncryptionKeysRetained`), then drops it in one more rollout. etcd backups taken while it was in use are still sealed with it: keep a copy of the key material outside the cluster until those backups expire.",
+        example: "key \"encryption-key-2022-01\" removed from the configuration: eargate's reconciler drops it from the API servers' config only after a storage scan of etcd finds nothing sealed with it (no object, no older revision; condition EncryptionKeysRetained); from then on nothing sealed with it can be read, including etcd backups you might restore: keep a copy of the key material outside the cluster until those backups expire",
     };
     EARW09 = {
         id: "EARW09",

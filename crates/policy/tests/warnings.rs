@@ -227,7 +227,7 @@ fn the_texts_are_unchanged_word_for_word() {
         ),
         (
             &rules::EARW08,
-            "key \"encryption-key-2022-01\" removed from the configuration: the API servers will no longer be able to read anything sealed with it, including etcd backups you might restore; keep a copy of the key material outside the cluster until those backups expire",
+            "key \"encryption-key-2022-01\" removed from the configuration: eargate's reconciler drops it from the API servers' config only after a storage scan of etcd finds nothing sealed with it (no object, no older revision; condition EncryptionKeysRetained); from then on nothing sealed with it can be read, including etcd backups you might restore: keep a copy of the key material outside the cluster until those backups expire",
         ),
     ];
     let cases = cases();

@@ -10,7 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 use crate::metrics::Metrics;
-use crate::model::{ReloadMode, Settings};
+use crate::model::{ReloadMode, ScanSettings, Settings};
 
 /// First retry delay after an error; doubles per consecutive error of the same cluster.
 pub(crate) const BACKOFF_BASE: Duration = Duration::from_secs(5);
@@ -38,6 +38,8 @@ pub struct Config {
     pub apiserver_container: String,
     /// Scrape every replica for the loaded config's hash.
     pub prove_loaded: bool,
+    /// Where the storage scan finds the user clusters' etcd, and its rescan backoff.
+    pub scan: ScanSettings,
     /// This replica's name: the Event reporting instance.
     pub identity: String,
 }
@@ -54,6 +56,7 @@ impl Config {
             reload: self.reload,
             apiserver_container: self.apiserver_container.clone(),
             prove_loaded: self.prove_loaded,
+            scan: self.scan.clone(),
             ..Settings::default()
         }
     }

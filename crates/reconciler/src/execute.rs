@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, info, warn};
 
 use crate::context::{Context, Error};
-use crate::metrics::JobOutcome;
+use crate::metrics::{JobOutcome, RetainedKey};
 use crate::model::{
     Action, ConfigSecret, EncryptionStatusChange, EventType, JobState, ANNOTATION_ROLLOUT_STARTED,
 };
@@ -67,6 +67,23 @@ pub(crate) async fn execute(
         })
         .collect();
     ctx.metrics.set_key_drift(&name, &drift);
+    // Removed keys still in the config, with the last scan's counts (only while Active).
+    let retained: Vec<RetainedKey> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ReportRetained {
+                key_name,
+                objects,
+                older_revisions,
+            } => Some(RetainedKey {
+                key: key_name.clone(),
+                objects: *objects,
+                older_revisions: *older_revisions,
+            }),
+            _ => None,
+        })
+        .collect();
+    ctx.metrics.set_retained_keys(&name, &retained);
     // So is what the API servers proved; where no proof is possible the gauges go.
     match proof_of(snapshot, &ctx.settings).and_then(|p| p.counts()) {
         Some((proven, expected)) => ctx.metrics.set_proof(&name, proven, expected),
@@ -146,6 +163,7 @@ pub(crate) async fn execute(
             Action::ReportDrift { key_name } => {
                 warn!(cluster = %name, key = %key_name, "referenced key Secret differs from the key material already rendered under this name; keeping the rendered material");
             }
+            Action::ReportRetained { .. } => {}
             Action::RequeueAfter(after) => outcome.requeue_after = Some(*after),
             Action::Backoff { reason } => {
                 warn!(cluster = %name, reason = %reason, "blocked; retrying with backoff");
@@ -328,11 +346,11 @@ async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Err
     };
     match jobs.create(&pp, job).await {
         Ok(_) => {
-            info!(namespace, job = %job_name, "re-encryption Job created");
+            info!(namespace, job = %job_name, "Job created");
             Ok(())
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            info!(namespace, job = %job_name, "re-encryption Job already exists");
+            info!(namespace, job = %job_name, "Job already exists");
             Ok(())
         }
         Err(e) => Err(Error::kube(

@@ -81,6 +81,34 @@ struct DriftLabels {
     key: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SealedLabels {
+    cluster: String,
+    key: String,
+    revisions: Revisions,
+}
+
+/// Which stored data a retained key's count is about.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+enum Revisions {
+    /// Current objects.
+    Current,
+    /// Older revisions etcd still holds.
+    Older,
+}
+
+/// A key the spec no longer names that is still in a Cluster's config, with what the last
+/// storage scan counted (`None`: not known).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedKey {
+    /// The key's name.
+    pub key: String,
+    /// Current objects sealed with it.
+    pub objects: Option<u64>,
+    /// Older revisions sealed with it.
+    pub older_revisions: Option<u64>,
+}
+
 /// How a re-encryption Job ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum JobOutcome {
@@ -104,6 +132,9 @@ pub struct Metrics {
     leader: Gauge,
     replicas_proven: Family<ClusterLabels, Gauge>,
     replicas_expected: Family<ClusterLabels, Gauge>,
+    retained_keys: Family<ClusterLabels, Gauge>,
+    retained_sealed: Family<SealedLabels, Gauge>,
+    retained: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     ready: AtomicBool,
 }
 
@@ -179,10 +210,25 @@ impl Metrics {
             "API server replicas the Deployment wants (what apiserver_replicas_proven must reach)",
             replicas_expected.clone(),
         );
+        let retained_keys = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "retained_keys",
+            "Keys the spec no longer names that stay in the rendered config until a storage scan finds nothing sealed with them",
+            retained_keys.clone(),
+        );
+        let retained_sealed = Family::<SealedLabels, Gauge>::default();
+        registry.register(
+            "retained_key_sealed",
+            "Stored data the last storage scan found sealed with a retained key: current objects or older revisions",
+            retained_sealed.clone(),
+        );
         Self {
             registry,
             replicas_proven,
             replicas_expected,
+            retained_keys,
+            retained_sealed,
+            retained: Mutex::default(),
             phase,
             reconciles,
             reconcile_errors,
@@ -235,6 +281,50 @@ impl Metrics {
         }
         self.set_key_drift(cluster, &[]);
         self.forget_proof(cluster);
+        self.set_retained_keys(cluster, &[]);
+    }
+
+    /// Records a cluster's retained keys and their counts; keys no longer retained (and
+    /// counts no longer known) are dropped.
+    pub fn set_retained_keys(&self, cluster: &str, keys: &[RetainedKey]) {
+        let mut retained = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        let labels = |key: &str, revisions| SealedLabels {
+            cluster: cluster.to_owned(),
+            key: key.to_owned(),
+            revisions,
+        };
+        for key in retained.remove(cluster).unwrap_or_default() {
+            for r in [Revisions::Current, Revisions::Older] {
+                self.retained_sealed.remove(&labels(&key, r));
+            }
+        }
+        let cluster_labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        if keys.is_empty() {
+            self.retained_keys.remove(&cluster_labels);
+            return;
+        }
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.retained_keys
+            .get_or_create(&cluster_labels)
+            .set(gauge(keys.len() as u64));
+        for k in keys {
+            for (r, n) in [
+                (Revisions::Current, k.objects),
+                (Revisions::Older, k.older_revisions),
+            ] {
+                if let Some(n) = n {
+                    self.retained_sealed
+                        .get_or_create(&labels(&k.key, r))
+                        .set(gauge(n));
+                }
+            }
+        }
+        retained.insert(
+            cluster.to_owned(),
+            keys.iter().map(|k| k.key.clone()).collect(),
+        );
     }
 
     /// Records how many API server replicas of a cluster are proven to run its rendered

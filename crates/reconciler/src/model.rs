@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use eargate_policy::model::{Cluster, ClusterCondition, ClusterEncryptionStatus};
 use eargate_policy::names;
+use eargate_policy::storage_scan::KeySummary;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -39,6 +40,11 @@ pub const CONDITION_ENCRYPTION_RECONCILED: &str = "EncryptionReconciled";
 /// cannot be reached, `Unknown` (`ProofUnavailable`) when the API server version exports no
 /// hash eargate can check and readiness gates instead.
 pub const CONDITION_CONFIG_LOADED: &str = "EncryptionConfigLoaded";
+/// eargate's condition on the Cluster saying which keys the spec no longer names are still
+/// in the rendered config, and why: `True` (reason `Scanning`, `StillInUse`, `ScanFailed`
+/// or `ScanInconclusive`) while a storage scan has not shown that nothing is sealed with
+/// them, listing each key with its counts; `False` (`NoneRetained`) once none is left.
+pub const CONDITION_KEYS_RETAINED: &str = "EncryptionKeysRetained";
 /// Label on the re-encryption Job: the config hash it re-encrypts for.
 pub(crate) const LABEL_JOB_CONFIG_HASH: &str = names::LABEL_CONFIG_HASH;
 
@@ -76,6 +82,59 @@ pub struct Settings {
     /// Off only where the seed cannot reach the API server Pods; readiness then gates, and
     /// the condition says so.
     pub prove_loaded: bool,
+    /// How the storage scan reaches the user cluster's etcd, and how often it rescans.
+    pub scan: ScanSettings,
+}
+
+/// Where the storage-scan Job finds the user cluster's etcd and its credentials (defaults:
+/// Kubermatic's, see [`eargate_policy::names::DEFAULT_ETCD_ENDPOINTS`]), and its rescan
+/// backoff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanSettings {
+    /// etcd client endpoints; [`names::NAMESPACE_PLACEHOLDER`] is the control-plane namespace.
+    pub etcd_endpoints: Vec<String>,
+    /// Secret with the etcd client certificate and key, in the control-plane namespace.
+    pub client_secret: String,
+    /// Data key of the client certificate.
+    pub client_cert_key: String,
+    /// Data key of the client private key.
+    pub client_key_key: String,
+    /// Secret with the CA certificate of etcd's serving certificate.
+    pub ca_secret: String,
+    /// Data key of the CA certificate (the only item mounted).
+    pub ca_key: String,
+    /// Wait after the first scan that still finds a removed key in use; doubles per rescan.
+    pub backoff: Duration,
+    /// The longest wait between rescans (kube-apiserver compacts etcd every 5 minutes).
+    pub backoff_max: Duration,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        Self {
+            etcd_endpoints: names::DEFAULT_ETCD_ENDPOINTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
+            client_secret: names::DEFAULT_ETCD_CLIENT_SECRET.to_owned(),
+            client_cert_key: names::DEFAULT_ETCD_CLIENT_CERT_KEY.to_owned(),
+            client_key_key: names::DEFAULT_ETCD_CLIENT_KEY_KEY.to_owned(),
+            ca_secret: names::DEFAULT_ETCD_CA_SECRET.to_owned(),
+            ca_key: names::DEFAULT_ETCD_CA_KEY.to_owned(),
+            backoff: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl ScanSettings {
+    /// How long to wait after scan number `attempt` before the next one.
+    pub fn rescan_after(&self, attempt: u32) -> Duration {
+        let doubled = self
+            .backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        doubled.min(self.backoff_max)
+    }
 }
 
 /// How a newly written `EncryptionConfiguration` reaches the API servers.
@@ -107,6 +166,7 @@ impl Default for Settings {
             reload: ReloadMode::Restart,
             apiserver_container: names::DEFAULT_APISERVER_CONTAINER.to_owned(),
             prove_loaded: true,
+            scan: ScanSettings::default(),
         }
     }
 }
@@ -240,6 +300,45 @@ pub enum JobState {
     },
 }
 
+/// The latest storage scan of the config currently in the Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageScan {
+    /// The Job's name.
+    pub job: String,
+    /// Its scan number for this config ([`crate::job::LABEL_SCAN_ATTEMPT`]).
+    pub attempt: u32,
+    /// The config hash it scans for (its [`names::LABEL_CONFIG_HASH`]).
+    pub config_hash: String,
+    /// The rollout start ([`ANNOTATION_ROLLOUT_STARTED`]) it was created under, from the same
+    /// annotation on the Job. A scan counts only while that is still the rollout's start, so
+    /// a scan from an earlier period of the same config is never trusted (and no two clocks
+    /// are compared).
+    pub written: Option<Timestamp>,
+    /// Where it stands.
+    pub state: ScanState,
+}
+
+/// Where a storage scan stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanState {
+    /// Created, not finished.
+    Running,
+    /// Finished and handed back its summary (from its Pod's termination message).
+    Finished {
+        /// Per key name, what is still sealed with it.
+        summary: KeySummary,
+        /// When the Job completed.
+        at: Timestamp,
+    },
+    /// Failed, or finished without a readable summary (why, without key material).
+    Failed {
+        /// The Job condition's reason, or what was wrong with the summary.
+        reason: String,
+        /// When this was seen to end.
+        at: Timestamp,
+    },
+}
+
 /// Everything the planner needs about one Cluster and its control plane, read fresh at one
 /// moment: the planner's whole input.
 #[derive(Clone, Debug)]
@@ -260,6 +359,8 @@ pub struct ClusterSnapshot {
     /// What every serving replica of the API server Deployment reports it has loaded (empty
     /// when there are no serving Pods or no Deployment).
     pub replicas: Vec<ReplicaReport>,
+    /// The latest storage scan of the config in the Secret (`None`: none yet).
+    pub scan: Option<StorageScan>,
     /// The time of the observation.
     pub now: Timestamp,
 }
@@ -355,6 +456,16 @@ pub enum Action {
     ReportDrift {
         /// The key's name in the spec.
         key_name: String,
+    },
+    /// A key the spec no longer names is still in the rendered config (phase `Active`), with
+    /// what the last storage scan counted. For the retained-key metrics (by key name).
+    ReportRetained {
+        /// The key's name.
+        key_name: String,
+        /// Current objects sealed with it (`None`: not known yet).
+        objects: Option<u64>,
+        /// Older revisions sealed with it (`None`: not known yet).
+        older_revisions: Option<u64>,
     },
     /// Nothing more to do now; look again after this long (waiting for a rollout or Job).
     RequeueAfter(Duration),

@@ -3,8 +3,8 @@
 //! Reads, in this order: the Cluster; the rendered-config Secret; every Secret named by a
 //! `secretRef`; the API server Deployment and its Pods; what each serving Pod's kube-apiserver
 //! reports it has loaded (its own `/metrics`, reached at the pod IP with the user cluster's
-//! admin credentials); the re-encryption Job of the current config. Nothing here decides
-//! anything.
+//! admin credentials); the re-encryption Job of the current config; the latest storage scan of
+//! the current config and the summary its Pod handed back. Nothing here decides anything.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,12 +19,13 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use crate::context::Error;
-use crate::job::job_name_for;
+use crate::job::{job_name_for, scan_job_selector, LABEL_POD_JOB_NAME, LABEL_SCAN_ATTEMPT};
 use crate::loaded::parse_loaded_configs;
 use crate::model::{
-    control_plane_namespace, ClusterSnapshot, ConfigSecret, JobState, KeySecret, Loaded,
-    ReplicaReport, Rollout, Settings, ANNOTATION_ROLLOUT_STARTED,
+    content_hash, control_plane_namespace, ClusterSnapshot, ConfigSecret, JobState, KeySecret,
+    Loaded, ReplicaReport, Rollout, ScanState, Settings, StorageScan, ANNOTATION_ROLLOUT_STARTED,
 };
+use eargate_policy::storage_scan::KeySummary;
 
 /// What one observation found: the planner's whole input, plus what only the I/O layer
 /// needs (the Job's run time, for its metric).
@@ -105,6 +106,12 @@ pub(crate) async fn observe(
         }
     };
 
+    let now = Timestamp::now();
+    let scan = match config_secret.as_ref().and_then(|s| s.data.as_deref()) {
+        None => None,
+        Some(data) => latest_scan(client, &namespace, &content_hash(data), now).await?,
+    };
+
     let snapshot = ClusterSnapshot {
         cluster,
         namespace,
@@ -113,12 +120,133 @@ pub(crate) async fn observe(
         rollout,
         job: job.as_ref().map(job_state),
         replicas,
-        now: Timestamp::now(),
+        scan,
+        now,
     };
     Ok(Some(Observation {
         snapshot,
         job_run_time: job.as_ref().and_then(job_run_time),
     }))
+}
+
+/// The storage scan with the highest number for config `hash`, with the summary its Pod
+/// handed back once it finished.
+async fn latest_scan(
+    client: &Client,
+    namespace: &str,
+    hash: &str,
+    now: Timestamp,
+) -> Result<Option<StorageScan>, Error> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let selector = scan_job_selector(hash);
+    let list = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube(format!("listing Jobs in {namespace} ({selector})"), e))?;
+    let Some((attempt, job)) = list
+        .items
+        .into_iter()
+        .filter_map(|j| Some((j.labels().get(LABEL_SCAN_ATTEMPT)?.parse::<u32>().ok()?, j)))
+        .max_by_key(|(attempt, _)| *attempt)
+    else {
+        return Ok(None);
+    };
+    let name = job.name_any();
+    let ended = job_end(&job).unwrap_or(now);
+    let state = match job_state(&job) {
+        JobState::Running => ScanState::Running,
+        JobState::Failed { reason } => {
+            let pods = job_pods(client, namespace, &name).await?;
+            let why = pods
+                .iter()
+                .filter_map(termination_message)
+                .find_map(|m| m.lines().find(|l| !l.trim().is_empty()).map(str::to_owned));
+            ScanState::Failed {
+                reason: match why {
+                    Some(line) => format!("{reason}: {}", first_chars(&line, 300)),
+                    None => reason,
+                },
+                at: ended,
+            }
+        }
+        JobState::Succeeded => {
+            let pods = job_pods(client, namespace, &name).await?;
+            let message = pods
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+                .find_map(termination_message);
+            match message.as_deref().map(KeySummary::parse) {
+                Some(Ok(summary)) => ScanState::Finished { summary, at: ended },
+                Some(Err(why)) => ScanState::Failed {
+                    reason: why,
+                    at: ended,
+                },
+                None => ScanState::Failed {
+                    reason: format!(
+                        "no Pod of Job {name} holds a termination message (garbage-collected?)"
+                    ),
+                    at: ended,
+                },
+            }
+        }
+    };
+    Ok(Some(StorageScan {
+        job: name,
+        attempt,
+        config_hash: hash.to_owned(),
+        written: job
+            .annotations()
+            .get(ANNOTATION_ROLLOUT_STARTED)
+            .and_then(|v| v.parse().ok()),
+        state,
+    }))
+}
+
+/// The Pods the job controller created for Job `name`.
+async fn job_pods(client: &Client, namespace: &str, name: &str) -> Result<Vec<Pod>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{LABEL_POD_JOB_NAME}={name}");
+    pods.list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| Error::kube(format!("listing Pods in {namespace} ({selector})"), e))
+}
+
+/// The first container's termination message, if it has terminated with one.
+pub(crate) fn termination_message(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+}
+
+/// When a Job ended: its completion time, else the time of its final condition.
+fn job_end(job: &Job) -> Option<Timestamp> {
+    let status = job.status.as_ref()?;
+    if let Some(t) = &status.completion_time {
+        return Some(t.0);
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        .find_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+fn first_chars(text: &str, n: usize) -> String {
+    match text.char_indices().nth(n) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// Names of the Secrets the spec's `secretRef` keys point to, each once, in spec order.
@@ -464,18 +592,8 @@ pub(crate) fn job_state(job: &Job) -> JobState {
 
 /// How long a finished Job ran (start to completion, or to its `Failed` condition).
 pub(crate) fn job_run_time(job: &Job) -> Option<std::time::Duration> {
-    let status = job.status.as_ref()?;
-    let start = status.start_time.as_ref()?.0;
-    let end = status.completion_time.as_ref().map(|t| t.0).or_else(|| {
-        status
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == "Failed" && c.status == "True")
-            .and_then(|c| c.last_transition_time.as_ref())
-            .map(|t| t.0)
-    })?;
-    let span = end.duration_since(start);
+    let start = job.status.as_ref()?.start_time.as_ref()?.0;
+    let span = job_end(job)?.duration_since(start);
     std::time::Duration::try_from(span).ok()
 }
 

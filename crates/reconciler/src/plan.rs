@@ -51,14 +51,18 @@ use eargate_policy::model::{
 };
 use eargate_policy::names;
 
+use eargate_policy::storage_scan::KeyVerdict;
+
 use crate::job;
 use crate::model::{
     content_hash, Action, ClusterSnapshot, ConfigSecret, EncryptionStatusChange, EventType,
-    JobState, ReloadMode, Rollout, Settings, ANNOTATION_RETRY_SEEN, ANNOTATION_SPEC_HASH,
-    ANNOTATION_WRITERS, CONDITION_CONFIG_LOADED, CONDITION_ENCRYPTION_RECONCILED,
+    JobState, ReloadMode, Rollout, ScanState, Settings, ANNOTATION_RETRY_SEEN,
+    ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS, CONDITION_CONFIG_LOADED,
+    CONDITION_ENCRYPTION_RECONCILED, CONDITION_KEYS_RETAINED,
 };
 use crate::proof::{prove, Proof};
 use crate::render::{self, DesiredConfig, PreviousConfig, RenderError, RenderInput, Writer};
+use crate::retention;
 
 /// Decides the next steps for one Cluster. Pure: same input, same output.
 pub fn plan(snapshot: &ClusterSnapshot, settings: &Settings) -> Vec<Action> {
@@ -85,7 +89,7 @@ pub fn plan(snapshot: &ClusterSnapshot, settings: &Settings) -> Vec<Action> {
         return refresh_memory(out, &facts, &target);
     }
     if facts.phase == Some(EncryptionPhase::Active) && target.reached {
-        return stay_active(out, &target);
+        return stay_active(out, &facts, &target);
     }
     // Every API server must run it before stored data is touched, and each serving replica
     // must prove it by the hash of the bytes it loaded.
@@ -154,6 +158,8 @@ struct Facts<'a> {
     /// What the serving replicas have loaded, judged against the Secret's bytes (`None` when
     /// the Secret holds no file).
     proof: Option<Proof>,
+    /// Keys the storage scan of the Secret's config found nothing sealed with.
+    scanned_unused: BTreeSet<String>,
 }
 
 /// The outcome of reading a snapshot.
@@ -244,6 +250,7 @@ impl<'a> Facts<'a> {
             attempt,
             rollout,
             proof,
+            scanned_unused: retention::scanned_unused(snapshot),
         }))
     }
 
@@ -321,6 +328,7 @@ impl Target {
             previous_complete,
             status: facts.status,
             initialized: facts.initialized,
+            scanned_unused: &facts.scanned_unused,
         };
         let Some(config) = render::render(&input)? else {
             return Ok(None);
@@ -573,6 +581,27 @@ fn write_config(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) ->
             format!("new encryption configuration {}", next.hash),
         );
     }
+    let kept = key_names(&next.config);
+    let dropped: Vec<&String> = facts
+        .previous
+        .iter()
+        .flat_map(|p| p.keys.iter().map(|(name, _)| name))
+        .filter(|name| !kept.contains(name) && facts.scanned_unused.contains(*name))
+        .collect();
+    if !dropped.is_empty() {
+        let names = dropped
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let scan = facts.snapshot.scan.as_ref().map(|s| s.job.as_str());
+        let message = format!(
+            "storage scan {} found nothing sealed with [{names}]: the config without them is rolling out",
+            scan.unwrap_or_default()
+        );
+        out.condition(CONDITION_KEYS_RETAINED, false, "Dropped", message.clone());
+        out.event(EventType::Normal, "KeysDropped", message);
+    }
     out.actions.push(Action::WriteConfigSecret {
         yaml: next.yaml.clone(),
         hash: next.hash.clone(),
@@ -618,8 +647,9 @@ fn refresh_memory(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) 
     out.into_actions(Some(Action::RequeueAfter(Duration::from_secs(1))))
 }
 
-/// `Active`, and the data is what the config asks for: nothing to change.
-fn stay_active(mut out: PlanBuilder<'_>, target: &Target) -> Vec<Action> {
+/// `Active`, and the data is what the config asks for: nothing to change — except keys the
+/// spec no longer names, which stay until a storage scan finds nothing sealed with them.
+fn stay_active(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
     if target.drift_free() {
         out.condition(
             CONDITION_ENCRYPTION_RECONCILED,
@@ -631,7 +661,119 @@ fn stay_active(mut out: PlanBuilder<'_>, target: &Target) -> Vec<Action> {
             ),
         );
     }
-    out.into_actions(None)
+    let spec_keys: BTreeSet<String> = facts
+        .spec
+        .and_then(|s| s.secretbox.as_ref())
+        .map(|b| b.keys.iter().map(|k| k.name.clone()).collect())
+        .unwrap_or_default();
+    let writer = match &target.config.writer {
+        Writer::Secretbox(name) => Some(name.as_str()),
+        Writer::Identity => None,
+    };
+    let retained = retention::retained(
+        facts.snapshot,
+        &key_names(&target.config.config),
+        &spec_keys,
+        writer,
+    );
+    if retained.is_empty() {
+        // Only Clusters that ever retained a key carry the condition.
+        if out.has_condition(CONDITION_KEYS_RETAINED, "True")
+            || out.has_condition(CONDITION_KEYS_RETAINED, "False")
+        {
+            out.condition(
+                CONDITION_KEYS_RETAINED,
+                false,
+                "NoneRetained",
+                "no removed key is left in the config: every key in it is named by the spec"
+                    .to_owned(),
+            );
+        }
+        return out.into_actions(None);
+    }
+    keep_retained(out, facts, target, &retained)
+}
+
+/// Keys the spec no longer names are still in the config: scan the user cluster's etcd (one
+/// Job at a time, rescanning with backoff while something is still sealed with them) and say
+/// so in a condition, an Event and the metrics. The phase stays `Active`: no data changes.
+fn keep_retained(
+    mut out: PlanBuilder<'_>,
+    facts: &Facts<'_>,
+    target: &Target,
+    retained: &[retention::Retained],
+) -> Vec<Action> {
+    let snapshot = facts.snapshot;
+    let settings = facts.settings;
+    for r in retained {
+        let (objects, older_revisions) = match r.verdict {
+            Some(KeyVerdict::InUse {
+                objects,
+                older_revisions,
+            }) => (Some(objects), Some(older_revisions)),
+            Some(KeyVerdict::Unused) => (Some(0), Some(0)),
+            Some(KeyVerdict::Unknown(_)) | None => (None, None),
+        };
+        out.actions.push(Action::ReportRetained {
+            key_name: r.key.clone(),
+            objects,
+            older_revisions,
+        });
+    }
+    let latest = snapshot.scan.as_ref();
+    let current = retention::current_scan(snapshot);
+    // When the next scan is due: now when none counts (none yet, or one from before the
+    // config was written), after the backoff when the current one ended; never while one runs.
+    let due_in = match (latest.map(|l| &l.state), current.map(|c| (c, &c.state))) {
+        (Some(ScanState::Running), _) => Some(settings.poll_interval),
+        (_, None) => None,
+        (_, Some((_, ScanState::Running))) => Some(settings.poll_interval),
+        (_, Some((c, ScanState::Finished { at, .. } | ScanState::Failed { at, .. }))) => {
+            let wait =
+                retention::rescan_due_in(*at, snapshot.now, settings.scan.rescan_after(c.attempt));
+            (!wait.is_zero()).then_some(wait)
+        }
+    };
+    let (reason, message) = retention::describe(retained, current);
+    if matches!(reason, "StillInUse" | "ScanInconclusive" | "ScanFailed")
+        && !out.says(CONDITION_KEYS_RETAINED, "True", reason, &message)
+    {
+        out.event(EventType::Warning, "KeysRetained", message.clone());
+    }
+    out.condition(CONDITION_KEYS_RETAINED, true, reason, message);
+    if let Some(wait) = due_in {
+        return out.into_actions(Some(Action::RequeueAfter(wait)));
+    }
+    let attempt = latest.map_or(1, |l| l.attempt + 1);
+    let cluster = snapshot
+        .cluster
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default();
+    let job = job::build_scan_job(
+        cluster,
+        &snapshot.namespace,
+        &target.config.hash,
+        attempt,
+        facts.rollout.started,
+        settings,
+    );
+    let names = retained
+        .iter()
+        .map(|r| r.key.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    out.event(
+        EventType::Normal,
+        "StorageScanStarted",
+        format!(
+            "Job {} scans etcd for data still sealed with [{names}]",
+            job::scan_job_name(&target.config.hash, attempt)
+        ),
+    );
+    out.actions.push(Action::CreateJob { job: Box::new(job) });
+    out.into_actions(Some(Action::RequeueAfter(settings.poll_interval)))
 }
 
 /// The API server must run this config everywhere before anything is promoted: point its
@@ -926,20 +1068,34 @@ impl<'a> PlanBuilder<'a> {
         self.condition_status(type_, status, reason, message);
     }
 
-    /// [`PlanBuilder::condition`] with the status spelled out (`"Unknown"` too).
-    fn condition_status(&mut self, type_: &str, status: &str, reason: &str, message: String) {
-        let now = self.snapshot.now;
-        let existing = self
-            .snapshot
+    /// The Cluster's condition of this type, as observed.
+    fn existing(&self, type_: &str) -> Option<&'a ClusterCondition> {
+        self.snapshot
             .cluster
             .status
             .as_ref()
-            .and_then(|s| s.conditions.get(type_));
-        if existing.is_some_and(|c| {
+            .and_then(|s| s.conditions.get(type_))
+    }
+
+    /// The Cluster has a condition of this type with this status.
+    fn has_condition(&self, type_: &str, status: &str) -> bool {
+        self.existing(type_).is_some_and(|c| c.status == status)
+    }
+
+    /// The Cluster already says exactly this (so an Event about it would repeat itself).
+    fn says(&self, type_: &str, status: &str, reason: &str, message: &str) -> bool {
+        self.existing(type_).is_some_and(|c| {
             c.status == status
                 && c.reason.as_deref() == Some(reason)
-                && c.message.as_deref() == Some(&message)
-        }) {
+                && c.message.as_deref() == Some(message)
+        })
+    }
+
+    /// [`PlanBuilder::condition`] with the status spelled out (`"Unknown"` too).
+    fn condition_status(&mut self, type_: &str, status: &str, reason: &str, message: String) {
+        let now = self.snapshot.now;
+        let existing = self.existing(type_);
+        if self.says(type_, status, reason, &message) {
             return;
         }
         let transition = match existing {

@@ -206,6 +206,9 @@ pub fn preview(
         .map(|(file, bytes)| PreviousConfig::parse(bytes).map_err(|e| input(file, e.to_string())))
         .transpose()?;
     let status = cluster.status.as_ref();
+    // Offline there is no storage scan: a key the spec no longer names is shown retained, as
+    // the reconciler keeps it until its scan finds nothing sealed with it.
+    let scanned_unused = std::collections::BTreeSet::new();
     let input = RenderInput {
         spec: cluster.spec.encryption_configuration.as_ref(),
         key_secrets,
@@ -215,6 +218,7 @@ pub fn preview(
         initialized: status
             .and_then(|s| s.conditions.get(names::CONDITION_ENCRYPTION_INITIALIZED))
             .is_some_and(|c| c.status == "True"),
+        scanned_unused: &scanned_unused,
     };
     Ok(Preview {
         rendered: render::render(&input)?,

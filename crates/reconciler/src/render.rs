@@ -7,7 +7,9 @@
 //!   still be encrypted (`status.encryptedResources`, and the previous config's resources when
 //!   no finished Job vouches for the data), so the API server can still decrypt them.
 //! - Secretbox keys: the spec's keys in spec order, then keys of the previous config that
-//!   stored data may still be encrypted with (retained; see [`RenderInput`]). Material already
+//!   stored data may still be encrypted with (retained; see [`RenderInput`]): every one while
+//!   the status does not vouch for the data, the active one always, and any other until a
+//!   storage scan finds nothing sealed with it. Material already
 //!   rendered under a name is never changed: a differing referenced Secret is *drift*, reported
 //!   by key name, and the rendered material is kept.
 //! - The writer (first provider) is the spec's primary key only when every config that may
@@ -177,6 +179,9 @@ pub(crate) struct RenderInput<'a> {
     pub(crate) status: Option<&'a ClusterEncryptionStatus>,
     /// `EncryptionInitialized` is `"True"`.
     pub(crate) initialized: bool,
+    /// Key names a storage scan of the config in the Secret, begun after it was written,
+    /// found nothing sealed with ([`crate::retention`]); only these may leave the config.
+    pub(crate) scanned_unused: &'a BTreeSet<String>,
 }
 
 /// The config the spec, the previous config and the status call for: what the Secret should
@@ -358,8 +363,9 @@ pub(crate) fn render(input: &RenderInput<'_>) -> Result<Option<DesiredConfig>, R
             if keys.iter().any(|k| &k.name == name) {
                 continue;
             }
-            let needed =
-                !vouched || status_active.as_ref() == Some(&Writer::Secretbox(name.clone()));
+            let needed = !vouched
+                || status_active.as_ref() == Some(&Writer::Secretbox(name.clone()))
+                || !input.scanned_unused.contains(name);
             if needed {
                 keys.push(ProviderKey {
                     name: name.clone(),

@@ -369,7 +369,8 @@ impl FakeApiServer {
     }
 
     /// The GET of the re-encryption Job of the config in the Secret, answered with `job` or
-    /// 404. Remembers the Job's name.
+    /// 404, then the list of that config's storage scans by label (none). Remembers the Job's
+    /// name.
     async fn job_lookup(&mut self, job: Option<&Value>) {
         let call = self.api.next().await;
         assert_eq!(call.method, Method::GET);
@@ -383,6 +384,15 @@ impl FakeApiServer {
             Some(job) => call.ok(job),
             None => call.not_found("jobs"),
         }
+        let scans = self.api.expect(Method::GET, JOBS).await;
+        let selector = scans.query("labelSelector").unwrap_or_default();
+        assert!(
+            selector.starts_with("eargate.k8c.io%2Fpurpose%3Dstorage-scan%2Ceargate.k8c.io%2Fencryption-config-hash%3D"),
+            "{}",
+            scans.uri
+        );
+        scans
+            .ok(&json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {}, "items": []}));
     }
 
     /// A status write: through `/status`, a merge patch naming only status fields,

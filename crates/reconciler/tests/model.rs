@@ -5,11 +5,15 @@
 //! planner steps (sometimes crashing after a prefix of their actions: controller restarts and
 //! API errors), partial API server rollouts (some instances on an older config), pods that
 //! restart or reload and so pick up the current Secret, client writes through any instance,
-//! Job progress (objects rewritten one by one through any instance), Job failures, and time
-//! passing (rollout timeouts). The simulated store remembers the key that sealed each object.
+//! Job progress (objects rewritten one by one through any instance), Job failures, storage
+//! scans, etcd compaction, and time passing (rollout timeouts, rescan backoff). The simulated
+//! store remembers the key that sealed each object and each older revision.
 //!
 //! Invariants at every step (see `eargate_testkit::sim::World::check_invariants`): every
-//! stored object can be read by every serving API server instance; once `Active`, every object of an encrypted
+//! stored object can be read by every serving API server instance; no object, current or an
+//! older revision etcd still holds, is sealed with a key a serving API server does not hold;
+//! a key leaves the rendered config only after a storage scan of that config found nothing
+//! sealed with it; once `Active`, every object of an encrypted
 //! resource is sealed with `activeKey`; after full decryption none is sealed; every rendered
 //! config passes kube-apiserver's validation and its secretbox keys are the spec's 32 bytes.
 //! At the end, left alone (retrying a `Failed` phase), the system reaches the spec's state.
@@ -60,6 +64,10 @@ enum Op {
     ToggleUnreachable(u8),
     /// Hot-reload mode: a replica reloads the Secret's current file (kubelet's volume sync).
     ReloadOne,
+    /// The running storage scan reads etcd and hands back its per-key counts.
+    ScanStep,
+    /// etcd compacts its history: older revisions are gone.
+    Compact,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -86,6 +94,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|long| Op::Tick { long }),
         1 => any::<u8>().prop_map(Op::ToggleUnreachable),
         3 => Just(Op::ReloadOne),
+        2 => Just(Op::ScanStep),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -230,6 +240,8 @@ fn run_ops_in(mode: ReloadMode, ops: &[Op]) -> Result<(), TestCaseError> {
                     w.reload_one();
                 }
             }
+            Op::ScanStep => w.scan_step(),
+            Op::Compact => w.compact(),
         }
         w.check_invariants();
     }
@@ -275,6 +287,24 @@ fn run_ops_in(mode: ReloadMode, ops: &[Op]) -> Result<(), TestCaseError> {
             {
                 prop_assert_eq!(o.seal.as_ref().map(|s| &s.0), Some(primary));
             }
+            // Once etcd has compacted the older revisions, every key the spec no longer names
+            // leaves the config: a rescan (after its backoff) finds nothing sealed with it.
+            w.compact();
+            w.tick(w.settings.scan.backoff_max);
+            prop_assert_eq!(w.settle(), Some(EncryptionPhase::Active));
+            let spec_keys: Vec<String> = c
+                .secretbox
+                .as_ref()
+                .unwrap()
+                .keys
+                .iter()
+                .map(|k| k.name.clone())
+                .collect();
+            let mut rendered = w.rendered_key_names();
+            rendered.sort();
+            let mut expected = spec_keys;
+            expected.sort();
+            prop_assert_eq!(rendered, expected, "removed keys left after compaction");
         }
         None => {
             prop_assert!(w.status().is_none(), "status {:?}", w.status());

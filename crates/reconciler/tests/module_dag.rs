@@ -160,7 +160,7 @@ const LAYERS: &[&[&str]] = &[
     &["execute"],
     &["observe"],
     &["plan", "preview"],
-    &["render", "job", "proof", "context", "leader"],
+    &["render", "job", "proof", "retention", "context", "leader"],
     &["model", "metrics", "loaded"],
 ];
 

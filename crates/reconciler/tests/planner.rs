@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use eargate_policy::model::EncryptionPhase::{self, *};
 use eargate_policy::names;
+use eargate_policy::storage_scan::{KeySummary, KeyUse};
 use eargate_reconciler::{
-    plan, Action, KeySecret, ReloadMode, CONDITION_CONFIG_LOADED, CONDITION_ENCRYPTION_RECONCILED,
+    plan, Action, KeySecret, ReloadMode, ScanState, CONDITION_CONFIG_LOADED,
+    CONDITION_ENCRYPTION_RECONCILED, CONDITION_KEYS_RETAINED,
 };
 use eargate_testkit::secrets::{assert_no_key_material, b64};
 use eargate_testkit::sim::*;
@@ -168,9 +170,15 @@ fn promote_reencrypts_then_remove_old_key() {
         .all(|o| o.seal.as_ref().unwrap().0 == "key-2"));
     let jobs = w.jobs_created;
     w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    // The rewrite left older revisions sealed with key-1 in etcd: the key stays (Active)
+    // until etcd compacts them and a rescan finds nothing.
+    assert_eq!(run(&mut w), [Some(Active)]);
+    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
+    w.compact();
+    w.tick(w.settings.scan.backoff);
     let phases = run(&mut w);
-    assert_eq!(phases, [Some(Pending), Some(Active)]);
-    assert_eq!(w.jobs_created, jobs);
+    assert_eq!(phases, [Some(Active), Some(Pending), Some(Active)]);
+    assert_eq!(w.jobs_created, jobs, "dropping a key rewrites nothing");
     assert_eq!(rendered_names(&w), ["key-2", "identity"]);
 }
 
@@ -704,4 +712,288 @@ fn hot_reload_cannot_work_without_a_checkable_hash() {
         c.message.as_deref().unwrap().contains("--reload=restart"),
         "{c:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A removed key leaves only when a storage scan finds nothing sealed with it.
+
+/// Active on key-2 after a clean rotation from key-1 (key-1 still in the spec).
+fn rotated_world() -> World {
+    let mut w = enabled_world();
+    w.set_spec(Some(enc(true, &["secrets"], &[1, 2])));
+    run(&mut w);
+    w.set_spec(Some(enc(true, &["secrets"], &[2, 1])));
+    run(&mut w);
+    assert_eq!(active_key(&w), "secretbox/key-2");
+    w
+}
+
+fn retained_condition(w: &World) -> (String, String, String) {
+    let c = w.condition(CONDITION_KEYS_RETAINED).expect("the condition");
+    (
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    )
+}
+
+fn scan_args(w: &World) -> Vec<String> {
+    let job = w
+        .all_actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::CreateJob { job }
+                if job
+                    .metadata
+                    .name
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("eargate-scan-") =>
+            {
+                Some(job)
+            }
+            _ => None,
+        })
+        .expect("a scan Job");
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+#[test]
+fn a_removed_key_stays_while_older_revisions_hold_it_and_goes_after_compaction() {
+    let mut w = rotated_world();
+    w.compact();
+    // An older revision sealed with key-1, as a rewrite leaves behind.
+    w.store[0].history.push(Some(("key-1".into(), material(1))));
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    w.reconcile(); // the Secret's memory: the spec it was rendered from
+    w.reconcile();
+    assert_eq!(
+        w.phase(),
+        Some(Active),
+        "no data changes: the phase stays Active"
+    );
+    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
+    let (status, reason, message) = retained_condition(&w);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "Scanning"),
+        "{message}"
+    );
+    assert_eq!(w.scans.len(), 1, "one scan Job");
+    let args = scan_args(&w);
+    assert_eq!(args[0], "verify");
+    for flag in [
+        "--history",
+        "--verdict-exit-code=false",
+        "--termination-message-path",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    // The scan finds the older revision: the key stays, the condition counts it, a Warning.
+    w.finish_jobs();
+    let actions = w.reconcile();
+    let (status, reason, message) = retained_condition(&w);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "StillInUse"));
+    assert!(
+        message.starts_with("key-1: 0 object(s), 1 older revision(s) (storage scan eargate-scan-"),
+        "{message}"
+    );
+    assert!(
+        message.contains("kept in the config until a storage scan finds nothing sealed with them")
+    );
+    assert!(actions.contains(&Action::ReportRetained {
+        key_name: "key-1".into(),
+        objects: Some(0),
+        older_revisions: Some(1),
+    }));
+    assert_eq!(
+        w.events.iter().filter(|(r, _)| r == "KeysRetained").count(),
+        1
+    );
+    assert!(
+        matches!(actions.last(), Some(Action::RequeueAfter(d)) if *d == w.settings.scan.backoff),
+        "{actions:?}"
+    );
+    // Nothing changes: no second Event, no new scan before the backoff.
+    w.reconcile();
+    assert_eq!(
+        w.events.iter().filter(|(r, _)| r == "KeysRetained").count(),
+        1
+    );
+    assert_eq!(w.scans.len(), 1);
+    // After the backoff a rescan; still there, so the next wait doubles.
+    w.tick(w.settings.scan.backoff);
+    w.reconcile();
+    assert_eq!(w.scans.len(), 2, "a rescan after the backoff");
+    w.finish_jobs();
+    let actions = w.reconcile();
+    assert!(
+        matches!(actions.last(), Some(Action::RequeueAfter(d)) if *d == 2 * w.settings.scan.backoff),
+        "{actions:?}"
+    );
+    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
+    // etcd compacts; the third scan finds nothing and the key goes in one more rollout.
+    w.compact();
+    w.tick(2 * w.settings.scan.backoff);
+    let phases = run(&mut w);
+    assert_eq!(phases, [Some(Active), Some(Pending), Some(Active)]);
+    assert_eq!(w.scans.len(), 3);
+    assert_eq!(rendered_names(&w), ["key-2", "identity"]);
+    let dropped = w
+        .events
+        .iter()
+        .find(|(r, _)| r == "KeysDropped")
+        .expect("an Event");
+    assert!(
+        dropped.1.starts_with("storage scan eargate-scan-")
+            && dropped.1.contains("found nothing sealed with [key-1]"),
+        "{}",
+        dropped.1
+    );
+    let (status, reason, _) = retained_condition(&w);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NoneRetained")
+    );
+    assert!(
+        !w.reconcile()
+            .iter()
+            .any(|a| matches!(a, Action::ReportRetained { .. })),
+        "no key is retained any more"
+    );
+}
+
+#[test]
+fn an_object_still_sealed_with_the_removed_key_keeps_it_until_rewritten() {
+    let mut w = rotated_world();
+    w.compact();
+    // One object sealed with key-1 written straight into etcd (behind the planner's back,
+    // so the "Active means sealed with activeKey" invariant is not checked here).
+    w.store[0].seal = Some(("key-1".into(), material(1)));
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    for _ in 0..4 {
+        w.reconcile();
+        w.finish_jobs();
+    }
+    assert_eq!(w.phase(), Some(Active));
+    let (_, reason, message) = retained_condition(&w);
+    assert_eq!(reason, "StillInUse");
+    assert!(
+        message.starts_with("key-1: 1 object(s), 0 older revision(s)"),
+        "{message}"
+    );
+    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
+    // Rewritten (through the API server: now sealed with key-2) and compacted: it goes.
+    let old = w.store[0].seal.replace(("key-2".into(), material(2)));
+    w.store[0].history.push(old);
+    w.compact();
+    w.tick(w.settings.scan.backoff);
+    run(&mut w);
+    assert_eq!(rendered_names(&w), ["key-2", "identity"]);
+}
+
+#[test]
+fn a_scan_from_an_earlier_period_of_the_same_config_or_a_doubtful_one_never_drops_a_key() {
+    let mut w = rotated_world();
+    w.compact();
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    w.reconcile(); // the Secret's memory: the spec it was rendered from
+    w.reconcile();
+    let name = w.scans.keys().next().unwrap().clone();
+    let zero = KeyUse {
+        objects: 0,
+        older_revisions: Some(0),
+    };
+    let clean = KeySummary {
+        ok: true,
+        etcd_revision: 9,
+        history: true,
+        keys: [
+            ("key-1".to_owned(), zero.clone()),
+            ("key-2".to_owned(), zero),
+        ]
+        .into_iter()
+        .collect(),
+        truncated: false,
+    };
+    // A clean result, but from before the config was last written: it does not count.
+    {
+        let scan = &mut w.scans.get_mut(&name).unwrap().scan;
+        scan.written = Some(w.now.checked_sub(Duration::from_secs(3600)).unwrap());
+        scan.state = ScanState::Finished {
+            summary: clean.clone(),
+            at: w.now,
+        };
+    }
+    w.reconcile();
+    assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
+    assert_eq!(w.scans.len(), 2, "a new scan for this period");
+    // Doubtful summaries: without older revisions, or truncated before the key.
+    for summary in [
+        KeySummary {
+            history: false,
+            ..clean.clone()
+        },
+        KeySummary {
+            truncated: true,
+            keys: clean
+                .keys
+                .iter()
+                .filter(|(k, _)| *k != "key-1")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..clean.clone()
+        },
+    ] {
+        let latest = w.latest_scan().unwrap().scan.job.clone();
+        w.scans.get_mut(&latest).unwrap().scan.state = ScanState::Finished { summary, at: w.now };
+        w.reconcile();
+        let (_, reason, message) = retained_condition(&w);
+        assert_eq!(reason, "ScanInconclusive", "{message}");
+        assert!(message.starts_with("key-1: unknown ("), "{message}");
+        assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
+    }
+}
+
+#[test]
+fn a_failed_scan_is_reported_and_retried_after_the_backoff() {
+    let mut w = rotated_world();
+    w.compact();
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    w.reconcile(); // the Secret's memory: the spec it was rendered from
+    w.reconcile();
+    let name = w.scans.keys().next().unwrap().clone();
+    w.scans.get_mut(&name).unwrap().scan.state = ScanState::Failed {
+        reason: "BackoffLimitExceeded: error: cannot reach etcd at https://etcd-0.etcd.cluster-c1.svc.cluster.local:2379 (--etcd-endpoints)".into(),
+        at: w.now,
+    };
+    w.reconcile();
+    let (status, reason, message) = retained_condition(&w);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ScanFailed"));
+    assert!(
+        message.contains("failed: BackoffLimitExceeded: error: cannot reach etcd"),
+        "{message}"
+    );
+    assert!(w
+        .events
+        .iter()
+        .any(|(r, n)| r == "KeysRetained" && n == &message));
+    assert_eq!(w.scans.len(), 1);
+    w.tick(w.settings.scan.backoff);
+    w.reconcile();
+    assert_eq!(w.scans.len(), 2, "rescanned after the backoff");
+    w.finish_jobs();
+    run(&mut w);
+    assert_eq!(rendered_names(&w), ["key-2", "identity"]);
 }

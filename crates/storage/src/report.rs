@@ -255,55 +255,7 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// The most a container's termination message may hold (kubelet truncates beyond it).
-pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
-
-/// How much one secretbox key is still used, by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyUse {
-    /// Current objects sealed with the key.
-    pub objects: u64,
-    /// Older revisions etcd still holds that are sealed with it; `None` without `--history`
-    /// (unknown, not zero).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub older_revisions: Option<u64>,
-}
-
-/// The short per-key summary a storage scan hands back in its Pod's termination message:
-/// which keys still seal something. Key names only; never values or key material.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeySummary {
-    /// The report's verdict (everything current, and with `--history` every older revision,
-    /// sealed with the primary key).
-    pub ok: bool,
-    /// The etcd revision the current objects were read at.
-    pub etcd_revision: i64,
-    /// Older revisions were read (`--history`).
-    pub history: bool,
-    /// Every key name of the config or found in storage, with its use.
-    pub keys: BTreeMap<String, KeyUse>,
-    /// Key names were left out to stay within [`TERMINATION_MESSAGE_LIMIT`].
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    pub truncated: bool,
-}
-
-impl KeySummary {
-    /// Compact JSON within [`TERMINATION_MESSAGE_LIMIT`] bytes: key names are dropped from the
-    /// end (and `truncated` set) until it fits.
-    pub fn to_termination_message(&self) -> String {
-        let mut summary = self.clone();
-        loop {
-            let text = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".to_owned());
-            if text.len() <= TERMINATION_MESSAGE_LIMIT || summary.keys.is_empty() {
-                return text;
-            }
-            summary.keys.pop_last();
-            summary.truncated = true;
-        }
-    }
-}
+pub use eargate_policy::storage_scan::{KeySummary, KeyUse, TERMINATION_MESSAGE_LIMIT};
 
 impl Report {
     /// Per key name (those of `configured`, plus any found in storage): current objects and,
@@ -531,45 +483,5 @@ fn offender_lines(out: &mut String, title: &str, list: &OffenderList) {
     }
     if list.omitted > 0 {
         let _ = writeln!(out, "  … and {} more (not listed)", list.omitted);
-    }
-}
-
-#[cfg(test)]
-mod key_summary_tests {
-    use super::*;
-
-    #[test]
-    fn the_summary_fits_a_termination_message() {
-        let mut keys = BTreeMap::new();
-        for i in 0..500 {
-            keys.insert(
-                format!("a-rather-long-key-name-number-{i:04}"),
-                KeyUse {
-                    objects: 1,
-                    older_revisions: Some(2),
-                },
-            );
-        }
-        let summary = KeySummary {
-            ok: false,
-            etcd_revision: 7,
-            history: true,
-            keys,
-            truncated: false,
-        };
-        let text = summary.to_termination_message();
-        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
-        let back: KeySummary = serde_json::from_str(&text).expect("JSON");
-        assert!(back.truncated);
-        assert!(back.keys.len() > 50 && back.keys.len() < 500);
-        assert!(back.keys.contains_key("a-rather-long-key-name-number-0000"));
-        let small = KeySummary {
-            keys: BTreeMap::from([("k1".to_owned(), KeyUse::default())]),
-            ..KeySummary::default()
-        };
-        assert_eq!(
-            small.to_termination_message(),
-            r#"{"ok":false,"etcdRevision":0,"history":false,"keys":{"k1":{"objects":0}}}"#
-        );
     }
 }

@@ -1,7 +1,9 @@
 //! A simulated control plane for planner tests: the Cluster, key Secrets, the rendered Secret,
 //! API server pods (each running the config it loaded when it started), re-encryption Jobs
-//! that rewrite objects one by one, and a store in which every object remembers the key it
-//! was sealed with. Actions from `plan()` are executed like the I/O layer would.
+//! that rewrite objects one by one, storage scans that count what each key seals, and a store
+//! in which every object remembers the key it was sealed with — and the keys of its older
+//! revisions until etcd compacts them. Actions from `plan()` are executed like the I/O layer
+//! would.
 //!
 //! Shared by the reconciler's planner tests and its model-based property test.
 
@@ -15,10 +17,12 @@ use eargate_policy::model::{
     SecretboxEncryptionConfiguration, SecretboxKey,
 };
 use eargate_policy::names;
+use eargate_policy::storage_scan::{KeySummary, KeyUse, KeyVerdict};
 use eargate_reconciler::{
     check_config, content_hash, control_plane_namespace, expected_hash, job_name_for, plan, Action,
     ClusterSnapshot, ConfigSecret, EncryptionStatusChange, JobState, KeySecret, Loaded, ReloadMode,
-    ReplicaReport, Rollout, Settings,
+    ReplicaReport, Rollout, ScanState, Settings, StorageScan, ANNOTATION_ROLLOUT_STARTED,
+    LABEL_SCAN_ATTEMPT,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -85,6 +89,8 @@ pub struct Obj {
     pub resource: String,
     /// The key that sealed it, or plaintext.
     pub seal: Seal,
+    /// The seals of its older revisions that etcd still holds (until compaction).
+    pub history: Vec<Seal>,
 }
 
 /// One API server instance.
@@ -109,6 +115,13 @@ pub struct SimJob {
     pub state: JobState,
 }
 
+/// One storage-scan Job.
+#[derive(Clone, Debug)]
+pub struct SimScan {
+    /// What the planner reads about it.
+    pub scan: StorageScan,
+}
+
 /// The whole simulated control plane of one Cluster.
 #[derive(Clone, Debug)]
 pub struct World {
@@ -128,6 +141,8 @@ pub struct World {
     pub jobs: BTreeMap<String, SimJob>,
     /// How many Jobs were ever created.
     pub jobs_created: usize,
+    /// The storage scans, by Job name.
+    pub scans: BTreeMap<String, SimScan>,
     /// The stored objects.
     pub store: Vec<Obj>,
     /// The simulated clock.
@@ -183,6 +198,7 @@ impl World {
                 .collect(),
             jobs: BTreeMap::new(),
             jobs_created: 0,
+            scans: BTreeMap::new(),
             store: Vec::new(),
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             events: Vec::new(),
@@ -278,8 +294,87 @@ impl World {
             rollout,
             job,
             replicas: self.replica_reports(),
+            scan: self.latest_scan().map(|s| s.scan.clone()),
             now: self.now,
         }
+    }
+
+    /// The storage scan with the highest number for the config in the Secret.
+    pub fn latest_scan(&self) -> Option<&SimScan> {
+        let hash = content_hash(self.secret_content()?.as_slice());
+        self.scans
+            .values()
+            .filter(|s| s.scan.config_hash == hash)
+            .max_by_key(|s| s.scan.attempt)
+    }
+
+    /// The running storage scan reads etcd now and hands back its summary: per key name of
+    /// the mounted config (and any found in storage), current objects and older revisions.
+    pub fn scan_step(&mut self) {
+        let mut keys: BTreeMap<String, KeyUse> = self
+            .rendered_key_names()
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    KeyUse {
+                        objects: 0,
+                        older_revisions: Some(0),
+                    },
+                )
+            })
+            .collect();
+        for o in &self.store {
+            if let Some((name, _)) = &o.seal {
+                keys.entry(name.clone()).or_default().objects += 1;
+            }
+            for (name, _) in o.history.iter().flatten() {
+                *keys
+                    .entry(name.clone())
+                    .or_default()
+                    .older_revisions
+                    .get_or_insert(0) += 1;
+            }
+        }
+        let now = self.now;
+        let Some(scan) = self
+            .scans
+            .values_mut()
+            .find(|s| s.scan.state == ScanState::Running)
+        else {
+            return;
+        };
+        scan.scan.state = ScanState::Finished {
+            summary: KeySummary {
+                ok: false,
+                etcd_revision: 1,
+                history: true,
+                keys,
+                truncated: false,
+            },
+            at: now,
+        };
+    }
+
+    /// etcd compacts its history: older revisions are gone.
+    pub fn compact(&mut self) {
+        for o in &mut self.store {
+            o.history.clear();
+        }
+    }
+
+    /// The key names of the rendered config.
+    pub fn rendered_key_names(&self) -> Vec<String> {
+        self.rendered_config()
+            .map(|c| {
+                c.resources
+                    .iter()
+                    .flat_map(|r| r.providers.iter())
+                    .filter_map(|p| p.secretbox.as_ref())
+                    .flat_map(|s| s.keys.iter().map(|k| k.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// What each pod's API server reports it loaded: the hash of the bytes it loaded in
@@ -322,7 +417,9 @@ impl World {
     /// One reconcile: plan from scratch, execute the actions, stopping before action
     /// `fail_at` (an API error or a controller crash mid-way).
     pub fn reconcile_with(&mut self, fail_at: Option<usize>) -> Vec<Action> {
-        let actions = plan(&self.snapshot(), &self.settings);
+        let snapshot = self.snapshot();
+        let actions = plan(&snapshot, &self.settings);
+        self.check_drops(&snapshot, &actions);
         for (i, a) in actions.iter().enumerate() {
             if fail_at == Some(i) {
                 break;
@@ -374,6 +471,40 @@ impl World {
             }
             Action::CreateJob { job } => {
                 let name = job.metadata.name.clone().unwrap();
+                let first_arg = job
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .template
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .containers[0]
+                    .args
+                    .as_ref()
+                    .unwrap()[0]
+                    .clone();
+                if first_arg == "verify" {
+                    if let std::collections::btree_map::Entry::Vacant(slot) =
+                        self.scans.entry(name.clone())
+                    {
+                        let labels = job.metadata.labels.clone().unwrap_or_default();
+                        let scan = StorageScan {
+                            job: name.clone(),
+                            attempt: labels[LABEL_SCAN_ATTEMPT].parse().unwrap(),
+                            config_hash: labels[names::LABEL_CONFIG_HASH].clone(),
+                            written: job
+                                .metadata
+                                .annotations
+                                .as_ref()
+                                .and_then(|a| a.get(ANNOTATION_ROLLOUT_STARTED))
+                                .map(|v| v.parse().unwrap()),
+                            state: ScanState::Running,
+                        };
+                        slot.insert(SimScan { scan });
+                    }
+                    return;
+                }
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.jobs.entry(name) {
                     let args = job
                         .spec
@@ -399,7 +530,10 @@ impl World {
             }
             Action::Event { reason, note, .. } => self.events.push((reason.clone(), note.clone())),
             Action::MarkReloadStarted { started } => self.started = Some(*started),
-            Action::ReportDrift { .. } | Action::RequeueAfter(_) | Action::Backoff { .. } => {}
+            Action::ReportDrift { .. }
+            | Action::ReportRetained { .. }
+            | Action::RequeueAfter(_)
+            | Action::Backoff { .. } => {}
         }
     }
 
@@ -449,6 +583,7 @@ impl World {
         self.store.push(Obj {
             resource: resource.to_owned(),
             seal,
+            history: Vec::new(),
         });
     }
 
@@ -477,12 +612,21 @@ impl World {
             };
             return;
         }
+        let old = self.store[o].seal.take();
+        self.store[o].history.push(old);
         self.store[o].seal = writer(cfg.as_deref(), &self.store[o].resource.clone());
         job.next += 1;
     }
 
-    /// Runs the Jobs to their end.
+    /// Runs the Jobs and the storage scans to their end.
     pub fn finish_jobs(&mut self) {
+        while self
+            .scans
+            .values()
+            .any(|s| s.scan.state == ScanState::Running)
+        {
+            self.scan_step();
+        }
         for i in 0..10_000 {
             if !self.jobs.values().any(|j| j.state == JobState::Running) {
                 return;
@@ -527,12 +671,13 @@ impl World {
     /// Everything a reconcile, rollout or Job step can change.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.cluster.status,
             self.config_secret,
             self.template,
             self.started,
             self.jobs,
+            self.scans,
             self.pods
                 .iter()
                 .map(|p| (&p.template, p.config.as_ref().map(|c| content_hash(c))))
@@ -551,6 +696,19 @@ impl World {
                     o.resource,
                     o.seal.as_ref().map(|s| &s.0)
                 );
+            }
+        }
+        // No object, current or an older revision etcd still holds, is ever sealed with a key
+        // that a serving API server does not hold.
+        for (i, o) in self.store.iter().enumerate() {
+            for (name, m) in o.history.iter().flatten() {
+                for (p, pod) in self.pods.iter().enumerate() {
+                    assert!(
+                        holds_key(pod.config.as_deref(), name, m),
+                        "an older revision of object {i} ({}) is sealed with {name}, which API server {p} does not hold",
+                        o.resource
+                    );
+                }
             }
         }
         if let Some(st) = self.status() {
@@ -598,6 +756,43 @@ impl World {
         }
     }
 
+    /// The rule of key removal: a config that leaves out a key the Secret's config has may be
+    /// written only when the current storage scan of that config (begun under the recorded
+    /// rollout start) found nothing sealed with the key.
+    fn check_drops(&self, snapshot: &ClusterSnapshot, actions: &[Action]) {
+        let before = self.rendered_key_names();
+        for a in actions {
+            let Action::WriteConfigSecret { yaml, .. } = a else {
+                continue;
+            };
+            let after: EncryptionConfig = serde_yaml::from_str(yaml).unwrap();
+            let kept: Vec<&str> = after
+                .resources
+                .iter()
+                .flat_map(|r| r.providers.iter())
+                .filter_map(|p| p.secretbox.as_ref())
+                .flat_map(|s| s.keys.iter().map(|k| k.name.as_str()))
+                .collect();
+            for dropped in before.iter().filter(|k| !kept.contains(&k.as_str())) {
+                let scan = snapshot
+                    .scan
+                    .as_ref()
+                    .filter(|s| s.written == self.started)
+                    .map(|s| &s.state);
+                let Some(ScanState::Finished { summary, .. }) = scan else {
+                    panic!(
+                        "key {dropped} left the config without a finished storage scan ({scan:?})"
+                    );
+                };
+                assert_eq!(
+                    summary.use_of(dropped),
+                    KeyVerdict::Unused,
+                    "key {dropped} left the config while the scan still counted it"
+                );
+            }
+        }
+    }
+
     /// Every text the planner produced for humans or the API (events, conditions, status).
     pub fn texts(&self) -> String {
         let mut s = String::new();
@@ -628,6 +823,20 @@ impl World {
             .map(|o| o.seal.as_ref().map(|s| s.0.clone()))
             .collect()
     }
+}
+
+/// Whether an API server with `config` holds key `name` with material `m` (in any entry).
+fn holds_key(config: Option<&[u8]>, name: &str, m: &[u8; 32]) -> bool {
+    let Some(config) = config else {
+        return false;
+    };
+    let cfg: EncryptionConfig = serde_yaml::from_slice(config).unwrap();
+    cfg.resources
+        .iter()
+        .flat_map(|r| r.providers.iter())
+        .filter_map(|p| p.secretbox.as_ref())
+        .flat_map(|s| s.keys.iter())
+        .any(|k| k.name == name && B64.decode(&k.secret).ok().as_deref() == Some(m.as_slice()))
 }
 
 /// The providers an API server with `config` uses for `resource` (None: not covered).
