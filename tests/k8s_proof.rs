@@ -22,18 +22,15 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use eargate_policy::names;
+use eargate_testkit::journey::{phase, writer, Journey};
 use eargate_testkit::rollout::{
-    create_data, kubectl_stdin, runtime, DataSet, HostedCluster, Reconciler, Seed,
-    IDENTITY_ONLY_CONFIG,
+    create_data, runtime, DataSet, HostedCluster, Seed, IDENTITY_ONLY_CONFIG,
 };
-use eargate_testkit::secrets::assert_no_key_material;
-use eargate_testkit::{ControlPlane, Identity};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
+use eargate_testkit::ControlPlane;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const EARGATE: &str = env!("CARGO_BIN_EXE_eargate");
@@ -56,113 +53,39 @@ fn seed() -> Option<&'static Seed> {
         .as_ref()
 }
 
-/// One hosted cluster, its reconciler and what the test learned on the way.
-struct World {
-    seed: &'static Seed,
-    hosted: HostedCluster,
-    reconciler: Reconciler,
-    client: kube::Client,
-    /// Every key's base64 text, to prove none of it leaks.
-    keys: Vec<String>,
+/// One hosted cluster with data and its reconciler ([`Journey`]), restart or hot-reload mode.
+async fn world(name: &str, hot_reload: bool) -> Option<World> {
+    let seed = seed()?;
+    let hosted = HostedCluster::start_with(seed, name, 2, hot_reload).await;
+    create_data(&hosted.user.client().await, DATA, &[]).await;
+    let mut args = Vec::new();
+    if hot_reload {
+        args.push("--reload=hot".to_owned());
+    }
+    // Short polls: the steps wait on API servers, not on the reconciler.
+    args.push("--rollout-timeout=10m".to_owned());
+    let mut journey = Journey::start(seed, hosted, &args).await;
+    journey.step_timeout = STEP_TIMEOUT;
+    Some(World(journey))
+}
+
+/// A [`Journey`] plus what this test reads about each replica.
+struct World(Journey);
+
+impl std::ops::Deref for World {
+    type Target = Journey;
+    fn deref(&self) -> &Journey {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Journey {
+        &mut self.0
+    }
 }
 
 impl World {
-    async fn new(name: &str, hot_reload: bool) -> Option<World> {
-        let seed = seed()?;
-        let hosted = HostedCluster::start_with(seed, name, 2, hot_reload).await;
-        create_data(&hosted.user.client().await, DATA, &[]).await;
-        let mut args = Vec::new();
-        if hot_reload {
-            args.push("--reload=hot".to_owned());
-        }
-        // Short polls: the steps wait on API servers, not on the reconciler.
-        args.push("--rollout-timeout=10m".to_owned());
-        let reconciler = seed.start_reconciler(&format!("{name}-r"), &args);
-        let client = seed.cp.client(&Identity::admin()).await;
-        Some(World {
-            seed,
-            hosted,
-            reconciler,
-            client,
-            keys: Vec::new(),
-        })
-    }
-
-    fn name(&self) -> &str {
-        &self.hosted.name
-    }
-
-    fn create_key(&mut self, secret: &str) {
-        let text = self.hosted.create_key_secret(self.seed.cp, secret);
-        self.keys.push(text);
-    }
-
-    /// `kubectl apply` of the Cluster with these key Secrets (the first is the primary).
-    fn apply_cluster(&self, keys: &[&str]) {
-        let keyring: Vec<Value> = keys
-            .iter()
-            .map(|k| json!({"name": k, "secretRef": {"name": k, "key": "key"}}))
-            .collect();
-        let cluster = json!({
-            "apiVersion": "kubermatic.k8c.io/v1", "kind": "Cluster",
-            "metadata": {"name": self.name()},
-            "spec": {
-                "humanReadableName": self.name(),
-                "version": "1.37.2",
-                "features": {"encryptionAtRest": true},
-                "encryptionConfiguration": {"enabled": true, "resources": ["secrets"],
-                    "secretbox": {"keys": keyring}}
-            }
-        });
-        let out = kubectl_stdin(
-            self.seed.cp.kubectl(&Identity::admin()).args([
-                "apply",
-                "--server-side",
-                "--field-manager=platform-team",
-                "-f",
-                "-",
-            ]),
-            &cluster.to_string(),
-        );
-        assert!(
-            out.status.success(),
-            "kubectl apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    async fn cluster(&self) -> Value {
-        let api: Api<eargate_policy::model::Cluster> = Api::all(self.client.clone());
-        serde_json::to_value(api.get(self.name()).await.expect("the Cluster")).expect("JSON")
-    }
-
-    /// Polls the Cluster until `check` holds; the failure names the logs to read.
-    async fn wait_cluster(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let cluster = self.cluster().await;
-            if check(&cluster) {
-                return cluster;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: not {what} within {STEP_TIMEOUT:?}; status {}\nnode agent:\n{}\nreconciler log: {}",
-                self.name(),
-                serde_json::to_string_pretty(&cluster["status"]).unwrap_or_default(),
-                self.hosted.agent.state.journal().join("\n"),
-                self.reconciler.log_path().display()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// The rendered config's bytes in the seed.
-    async fn rendered(&self) -> Vec<u8> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.hosted.namespace);
-        let s = secrets.get(names::DEFAULT_CONFIG_SECRET).await.unwrap();
-        s.data.unwrap()[names::DEFAULT_CONFIG_SECRET_KEY].0.clone()
-    }
-
     /// The names of the API server Pods, by replica port (the Pod's container port).
     async fn pod_of_replica(&self, i: usize) -> String {
         let url = self.hosted.user.replica_url(i).expect("the replica runs");
@@ -202,71 +125,21 @@ impl World {
         }
         out
     }
-
-    async fn warning_events(&self, reason: &str) -> Vec<String> {
-        let events: Api<Event> = Api::all(self.client.clone());
-        events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(self.name()))
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .filter_map(|e| e.note)
-            .collect()
-    }
-
-    fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.reconciler.metrics_port);
-        let out = std::process::Command::new("curl")
-            .args(["-sf", &url])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Nothing the reconciler logged or wrote onto the Cluster holds key material.
-    async fn assert_no_leak(&self) {
-        let cluster = self.cluster().await.to_string();
-        assert_no_key_material(
-            &self.keys,
-            [
-                ("the reconciler log", self.reconciler.log()),
-                ("the Cluster", cluster),
-                ("the reconciler metrics", self.metrics()),
-            ],
-        );
-    }
 }
 
 fn sha256_label(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn phase(c: &Value) -> Option<&str> {
-    c["status"]["encryption"]["phase"].as_str()
-}
-
 fn loaded_condition(c: &Value) -> &Value {
     &c["status"]["conditions"][eargate_reconciler::CONDITION_CONFIG_LOADED]
-}
-
-/// The writer (first provider) of a rendered config.
-fn writer(config: &[u8]) -> String {
-    let v: Value = serde_yaml::from_slice(config).unwrap();
-    let p = &v["resources"][0]["providers"][0];
-    match p["secretbox"]["keys"][0]["name"].as_str() {
-        Some(k) => k.to_owned(),
-        None => "identity".to_owned(),
-    }
 }
 
 #[test]
 fn a_replica_with_another_config_blocks_the_rollout_until_it_is_fixed() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     runtime().block_on(async {
-        let Some(mut w) = World::new("proof", false).await else {
+        let Some(mut w) = world("proof", false).await else {
             return;
         };
         // Replica 1's next start reads a file that is not the Secret's: a stale mount.
@@ -309,7 +182,7 @@ fn a_replica_with_another_config_blocks_the_rollout_until_it_is_fixed() {
         tokio::time::sleep(Duration::from_secs(15)).await;
         assert_eq!(writer(&w.rendered().await), "identity", "k1 was promoted");
         assert_eq!(phase(&w.cluster().await), Some("Pending"));
-        let events = w.warning_events("ReplicaNotProven").await;
+        let events = w.events("ReplicaNotProven").await;
         assert!(
             events.iter().any(|n| n.contains(&pod)),
             "a Warning Event names {pod}: {events:?}"
@@ -353,7 +226,7 @@ fn a_replica_with_another_config_blocks_the_rollout_until_it_is_fixed() {
 fn hot_reload_enables_and_rotates_without_restarting_an_api_server() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     runtime().block_on(async {
-        let Some(mut w) = World::new("hot", true).await else {
+        let Some(mut w) = world("hot", true).await else {
             return;
         };
         let starts = |w: &World| {
@@ -421,7 +294,7 @@ fn hot_reload_enables_and_rotates_without_restarting_an_api_server() {
             enabled.as_secs_f64(),
             rotated.as_secs_f64()
         );
-        let events = w.warning_events("ReplicaNotProven").await;
+        let events = w.events("ReplicaNotProven").await;
         assert!(events.is_empty(), "no replica was ever wrong: {events:?}");
         w.assert_no_leak().await;
     });

@@ -105,13 +105,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(verify(&client, &config, &options).await?)
     })?;
     if let Some(path) = &args.termination_message_path {
-        let names = config
-            .resources
-            .iter()
-            .flat_map(|r| r.providers.iter())
-            .filter_map(|p| p.secretbox.as_ref())
-            .flat_map(|s| s.keys.iter().map(|k| k.name.as_str()));
-        let summary = report.key_summary(names).to_termination_message();
+        let summary = report
+            .key_summary(config.secretbox_key_names())
+            .to_termination_message();
         std::fs::write(path, summary).with_context(|| {
             format!(
                 "cannot write {} (--termination-message-path)",

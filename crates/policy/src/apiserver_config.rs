@@ -33,6 +33,16 @@ impl EncryptionConfig {
             resources,
         }
     }
+
+    /// The secretbox key names of every entry, in provider order (a name may repeat across
+    /// entries).
+    pub fn secretbox_key_names(&self) -> impl Iterator<Item = &str> {
+        self.resources
+            .iter()
+            .flat_map(|r| r.providers.iter())
+            .filter_map(|p| p.secretbox.as_ref())
+            .flat_map(|s| s.keys.iter().map(|k| k.name.as_str()))
+    }
 }
 
 impl EncryptionConfig {

@@ -17,7 +17,7 @@
 //!
 //! How it reads: the snapshot's facts are derived once ([`Facts`]; then [`Target`], once the
 //! next config is rendered), and exactly one transition runs — [`retry_failed`],
-//! [`write_config`], [`refresh_memory`], [`stay_active`], [`start_rollout`] /
+//! [`write_config`], [`refresh_memory`], [`stay_active`] (with [`keep_retained`]), [`start_rollout`] /
 //! [`await_rollout`], [`reencrypt`] or [`finish`]. Each returns the actions of one step; the
 //! status or object it writes triggers the next reconcile. Every transition emits an Event.
 //!
@@ -39,8 +39,11 @@
 //! `crate::proof`; in hot-reload mode the reports alone); otherwise the previous writer (or
 //! `identity`, which every config reads) stays the writer. The same proof gates the Job and
 //! `Active`.
-//! Keys that stored data may be encrypted with are never dropped from the rendered config
-//! until a finished Job (phase `Active`) proves no object uses them.
+//! A key leaves the rendered config only when phase `Active` vouches that no current object
+//! needs it (a finished Job, or nothing to rewrite) **and** a storage scan of that very
+//! config, begun after it was written, found nothing sealed with it — no current object and
+//! no older revision etcd still holds ([`crate::retention`]). Until then it stays, and
+//! condition `EncryptionKeysRetained` says why.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -1215,10 +1218,5 @@ fn phase_name(p: Option<EncryptionPhase>) -> &'static str {
 }
 
 fn key_names(c: &EncryptionConfig) -> Vec<String> {
-    c.resources
-        .iter()
-        .flat_map(|r| r.providers.iter())
-        .filter_map(|p| p.secretbox.as_ref())
-        .flat_map(|s| s.keys.iter().map(|k| k.name.clone()))
-        .collect()
+    c.secretbox_key_names().map(str::to_owned).collect()
 }

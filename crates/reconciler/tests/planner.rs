@@ -728,6 +728,18 @@ fn rotated_world() -> World {
     w
 }
 
+/// [`rotated_world`], compacted, key-1 removed from the spec: the first scan is running.
+/// Returns the world and the scan Job's name.
+fn key_1_removed() -> (World, String) {
+    let mut w = rotated_world();
+    w.compact();
+    w.set_spec(Some(enc(true, &["secrets"], &[2])));
+    w.reconcile(); // the Secret's memory: the spec it was rendered from
+    w.reconcile();
+    let name = w.scans.keys().next().expect("a scan").clone();
+    (w, name)
+}
+
 fn retained_condition(w: &World) -> (String, String, String) {
     let c = w.condition(CONDITION_KEYS_RETAINED).expect("the condition");
     (
@@ -756,17 +768,7 @@ fn scan_args(w: &World) -> Vec<String> {
             _ => None,
         })
         .expect("a scan Job");
-    job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .args
-        .clone()
-        .unwrap()
+    job_args(job)
 }
 
 #[test]
@@ -905,12 +907,7 @@ fn an_object_still_sealed_with_the_removed_key_keeps_it_until_rewritten() {
 
 #[test]
 fn a_scan_from_an_earlier_period_of_the_same_config_or_a_doubtful_one_never_drops_a_key() {
-    let mut w = rotated_world();
-    w.compact();
-    w.set_spec(Some(enc(true, &["secrets"], &[2])));
-    w.reconcile(); // the Secret's memory: the spec it was rendered from
-    w.reconcile();
-    let name = w.scans.keys().next().unwrap().clone();
+    let (mut w, name) = key_1_removed();
     let zero = KeyUse {
         objects: 0,
         older_revisions: Some(0),
@@ -968,12 +965,7 @@ fn a_scan_from_an_earlier_period_of_the_same_config_or_a_doubtful_one_never_drop
 
 #[test]
 fn a_failed_scan_is_reported_and_retried_after_the_backoff() {
-    let mut w = rotated_world();
-    w.compact();
-    w.set_spec(Some(enc(true, &["secrets"], &[2])));
-    w.reconcile(); // the Secret's memory: the spec it was rendered from
-    w.reconcile();
-    let name = w.scans.keys().next().unwrap().clone();
+    let (mut w, name) = key_1_removed();
     w.scans.get_mut(&name).unwrap().scan.state = ScanState::Failed {
         reason: "BackoffLimitExceeded: error: cannot reach etcd at https://etcd-0.etcd.cluster-c1.svc.cluster.local:2379 (--etcd-endpoints)".into(),
         at: w.now,

@@ -16,6 +16,8 @@
 //!   namespace: rolls the user cluster's API servers and runs eargate's Jobs.
 //! - [`rollout`]: the seed side of a rollout (chart installed, the reconciler process, a
 //!   Cluster's control plane with its user cluster and node agent) and data to seed.
+//! - [`journey`]: one hosted cluster driven by `eargate reconcile`: the Cluster applied,
+//!   waits on its status, Events and metrics, and the key-material check over all of them.
 //!
 //! And for tests without a real control plane:
 //! - [`admission`]: the admission server in process, TLS clients for it, and the checks
@@ -39,6 +41,7 @@ pub mod cli;
 pub mod etcd;
 pub mod fixtures;
 pub mod gate;
+pub mod journey;
 pub mod logs;
 pub mod mock_api;
 pub mod node_agent;

@@ -366,14 +366,7 @@ impl World {
     /// The key names of the rendered config.
     pub fn rendered_key_names(&self) -> Vec<String> {
         self.rendered_config()
-            .map(|c| {
-                c.resources
-                    .iter()
-                    .flat_map(|r| r.providers.iter())
-                    .filter_map(|p| p.secretbox.as_ref())
-                    .flat_map(|s| s.keys.iter().map(|k| k.name.clone()))
-                    .collect()
-            })
+            .map(|c| c.secretbox_key_names().map(str::to_owned).collect())
             .unwrap_or_default()
     }
 
@@ -471,20 +464,8 @@ impl World {
             }
             Action::CreateJob { job } => {
                 let name = job.metadata.name.clone().unwrap();
-                let first_arg = job
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .template
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .containers[0]
-                    .args
-                    .as_ref()
-                    .unwrap()[0]
-                    .clone();
-                if first_arg == "verify" {
+                let args = job_args(job);
+                if args[0] == "verify" {
                     if let std::collections::btree_map::Entry::Vacant(slot) =
                         self.scans.entry(name.clone())
                     {
@@ -506,18 +487,6 @@ impl World {
                     return;
                 }
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.jobs.entry(name) {
-                    let args = job
-                        .spec
-                        .as_ref()
-                        .unwrap()
-                        .template
-                        .spec
-                        .as_ref()
-                        .unwrap()
-                        .containers[0]
-                        .args
-                        .clone()
-                        .unwrap();
                     let i = args.iter().position(|a| a == "--resources").unwrap();
                     let resources = args[i + 1].split(',').map(str::to_owned).collect();
                     slot.insert(SimJob {
@@ -766,13 +735,7 @@ impl World {
                 continue;
             };
             let after: EncryptionConfig = serde_yaml::from_str(yaml).unwrap();
-            let kept: Vec<&str> = after
-                .resources
-                .iter()
-                .flat_map(|r| r.providers.iter())
-                .filter_map(|p| p.secretbox.as_ref())
-                .flat_map(|s| s.keys.iter().map(|k| k.name.as_str()))
-                .collect();
+            let kept: Vec<&str> = after.secretbox_key_names().collect();
             for dropped in before.iter().filter(|k| !kept.contains(&k.as_str())) {
                 let scan = snapshot
                     .scan
@@ -823,6 +786,21 @@ impl World {
             .map(|o| o.seal.as_ref().map(|s| s.0.clone()))
             .collect()
     }
+}
+
+/// The container arguments of a Job the planner built.
+pub fn job_args(job: &k8s_openapi::api::batch::v1::Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
 }
 
 /// Whether an API server with `config` holds key `name` with material `m` (in any entry).
