@@ -479,8 +479,8 @@ async fn enable_and_verify_parts(enable: bool, verify: bool) -> String {
             .0;
         std::fs::write(&config, rendered).expect("write the config");
         // Correctness before speed: everything is sealed with k1.
-        let endpoint = hosted.user.etcd.endpoint.clone();
-        let report = verify_json(&endpoint, &config);
+        let etcd_flags = hosted.user.etcd.client_flags();
+        let report = verify_json(&etcd_flags, &config);
         let counts = report["resources"]
             .as_array()
             .and_then(|a| a.iter().find(|r| r["resource"] == "secrets"))
@@ -493,7 +493,7 @@ async fn enable_and_verify_parts(enable: bool, verify: bool) -> String {
         assert_eq!(counts["plaintext"], 0, "{name}: verify {report}");
         eprintln!("bench enable: {name}: verify: every Secret sealed with k1: {counts}");
         if verify {
-            verify_rows.push(verify_vs_etcdctl(&hosted.user, &endpoint, &config, n));
+            verify_rows.push(verify_vs_etcdctl(&hosted.user, &etcd_flags, &config, n));
         }
         drop(hosted);
     }
@@ -533,10 +533,10 @@ async fn enable_and_verify_parts(enable: bool, verify: bool) -> String {
     s
 }
 
-fn verify_json(endpoint: &str, config: &Path) -> Value {
+fn verify_json(etcd_flags: &[String], config: &Path) -> Value {
     let out = Command::new(EARGATE)
         .arg("verify")
-        .arg(format!("--etcd-endpoints={endpoint}"))
+        .args(etcd_flags)
         .arg(format!("--encryption-config={}", config.display()))
         .arg("--output=json")
         .output()
@@ -550,7 +550,7 @@ fn verify_json(endpoint: &str, config: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("verify JSON")
 }
 
-fn verify_vs_etcdctl(user: &UserCluster, endpoint: &str, config: &Path, n: usize) -> String {
+fn verify_vs_etcdctl(user: &UserCluster, etcd_flags: &[String], config: &Path, n: usize) -> String {
     let mut v = Vec::new();
     let mut e = Vec::new();
     for round in 0..5 {
@@ -559,7 +559,7 @@ fn verify_vs_etcdctl(user: &UserCluster, endpoint: &str, config: &Path, n: usize
             if method == 0 {
                 let out = Command::new(EARGATE)
                     .arg("verify")
-                    .arg(format!("--etcd-endpoints={endpoint}"))
+                    .args(etcd_flags)
                     .arg(format!("--encryption-config={}", config.display()))
                     .arg("--output=json")
                     .stdout(std::process::Stdio::null())

@@ -23,7 +23,12 @@ pub struct TlsFiles {
 
 /// A CA, a serving certificate for 127.0.0.1/localhost and a client certificate, in `dir`.
 pub fn make_tls(dir: &Path) -> TlsFiles {
-    let ca = Ca::new("eargate test etcd CA");
+    make_tls_with(dir, &Ca::new("eargate test etcd CA"))
+}
+
+/// [`make_tls`] with certificates signed by `ca` (a cluster CA that signs other certificates
+/// too, as Kubermatic's `ca` Secret does for a user cluster's etcd and API servers).
+pub fn make_tls_with(dir: &Path, ca: &Ca) -> TlsFiles {
     let ca_path = dir.join("ca.crt");
     std::fs::write(&ca_path, &ca.cert_pem).expect("write the etcd CA");
     let (server_cert, server_key) = ca.server(&[]).write(dir, "server");
@@ -56,12 +61,26 @@ impl Etcd {
     }
 
     /// [`Etcd::start`] with the data dir and log under `parent` (kept after a failure).
+    /// With TLS, a CA of its own signs its certificates.
     pub fn start_in(with_tls: bool, parent: Option<&Path>) -> Option<Etcd> {
+        let own = with_tls.then(|| Ca::new("eargate test etcd CA"));
+        Self::start_with(own.as_ref(), parent)
+    }
+
+    /// etcd serving TLS and requiring client certificates (`--client-cert-auth`), both
+    /// trusted from `ca`, as Kubermatic runs a user cluster's etcd: every certificate `ca`
+    /// signs for client use gets in, any other is refused. [`Etcd::tls`] holds a client
+    /// certificate for tests and `etcdctl`.
+    pub fn start_tls_in(ca: &Ca, parent: Option<&Path>) -> Option<Etcd> {
+        Self::start_with(Some(ca), parent)
+    }
+
+    fn start_with(ca: Option<&Ca>, parent: Option<&Path>) -> Option<Etcd> {
         let binary = require_binary("etcd")?;
         let _starting = starting();
         const ATTEMPTS: u32 = 3;
         for attempt in 1..=ATTEMPTS {
-            match Self::spawn(&binary, with_tls, parent) {
+            match Self::spawn(&binary, ca, parent) {
                 Ok(etcd) => return Some(etcd),
                 Err(log) if attempt < ATTEMPTS => {
                     eprintln!("etcd exited at start (attempt {attempt}), retrying; its log:\n{log}")
@@ -73,13 +92,13 @@ impl Etcd {
     }
 
     /// One start on fresh ports; `Err` carries etcd's log when it exited before serving.
-    fn spawn(binary: &Path, with_tls: bool, parent: Option<&Path>) -> Result<Etcd, String> {
+    fn spawn(binary: &Path, ca: Option<&Ca>, parent: Option<&Path>) -> Result<Etcd, String> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new().prefix("etcd-").tempdir_in(p),
             None => tempfile::Builder::new().prefix("eargate-etcd-").tempdir(),
         }
         .expect("a temporary etcd dir");
-        let tls = with_tls.then(|| make_tls(dir.path()));
+        let tls = ca.map(|ca| make_tls_with(dir.path(), ca));
         let (client_port, peer_port) = (free_port(), free_port());
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = format!("{scheme}://127.0.0.1:{client_port}");
@@ -141,6 +160,73 @@ impl Etcd {
     /// etcd's log so far.
     pub fn log(&self) -> String {
         self.server.log()
+    }
+
+    /// The flags `eargate verify` (and `etcdctl`) reach this etcd with: `--etcd-endpoints`,
+    /// and with TLS `--cacert`, `--cert` and `--key` (the client certificate of
+    /// [`Etcd::tls`]).
+    pub fn client_flags(&self) -> Vec<String> {
+        let mut flags = vec![format!("--etcd-endpoints={}", self.endpoint)];
+        flags.extend(self.tls_flags());
+        flags
+    }
+
+    /// `--cacert`, `--cert` and `--key` for [`Etcd::tls`]; nothing without TLS.
+    pub fn tls_flags(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!("--cacert={}", t.ca.display()),
+                    format!("--cert={}", t.client_cert.display()),
+                    format!("--key={}", t.client_key.display()),
+                ]
+            })
+            .collect()
+    }
+
+    /// The current revision of the keyspace (`etcdctl endpoint status`). Blocking.
+    pub fn revision(&self) -> i64 {
+        let out = self
+            .etcdctl()
+            .expect("etcdctl is built where etcd is")
+            .args(["endpoint", "status", "--write-out=json"])
+            .output()
+            .expect("run etcdctl endpoint status");
+        assert!(
+            out.status.success(),
+            "etcdctl endpoint status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("etcdctl prints JSON");
+        status[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no revision in etcdctl's status: {status}"))
+    }
+
+    /// Compacts the history up to `revision` (`etcdctl compact`): older revisions are gone,
+    /// as after kube-apiserver's periodic compaction. Compacting to a revision that already
+    /// is the compaction revision is not an error. Blocking.
+    pub fn compact(&self, revision: i64) {
+        let out = self
+            .etcdctl()
+            .expect("etcdctl is built where etcd is")
+            .args(["compact", &revision.to_string()])
+            .output()
+            .expect("run etcdctl compact");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("required revision has been compacted"),
+            "etcdctl compact {revision}: {stderr}"
+        );
+    }
+
+    /// Compacts the history up to the current revision; returns that revision. Blocking.
+    pub fn compact_to_current(&self) -> i64 {
+        let revision = self.revision();
+        self.compact(revision);
+        revision
     }
 
     /// An `etcdctl` command (the pinned build) aimed at this etcd.

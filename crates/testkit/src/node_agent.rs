@@ -18,12 +18,28 @@
 //!   status subresource, and the ReplicaSets are scaled.
 //! - **Jobs** (job controller, kubelet): for every Job labelled
 //!   `app.kubernetes.io/managed-by=eargate`, it sets `startTime`/`active` through the status
-//!   subresource, materialises the pod's secret volumes, and runs the container's command as
-//!   written in the Job spec (no `command` means the image's entrypoint, the `eargate`
-//!   binary), with each mount path swapped for its materialised directory. Failed attempts
-//!   are retried up to `backoffLimit`; then the Job gets `SuccessCriteriaMet` + `Complete`, or
-//!   `FailureTarget` + `Failed` (reason `BackoffLimitExceeded`), with `succeeded`/`failed`
-//!   counts and `completionTime`. No Pod objects are created for Jobs (nothing reads them).
+//!   subresource. Every attempt gets a Pod, created as the job controller creates it: named
+//!   `<job>-<5 random characters>` (`generateName`), the template's labels and annotations
+//!   plus `batch.kubernetes.io/job-name`, `job-name`, `batch.kubernetes.io/controller-uid` and
+//!   `controller-uid`, owned by the Job (`controller` and `blockOwnerDeletion`), the
+//!   template's spec bound to this node; without the `batch.kubernetes.io/job-tracking`
+//!   finalizer, which nothing here would remove. Then, as kubelet, it materialises the Pod's
+//!   secret volumes and runs the container's command as written in the Job spec (no `command`
+//!   means the image's entrypoint, the `eargate` binary), with each mount path swapped for its
+//!   materialised directory, the container's `terminationMessagePath` (default
+//!   `/dev/termination-log`) for an empty file of the attempt (`<attempt dir>/termination-log`),
+//!   and Kubermatic's etcd endpoints (`https://etcd-N.etcd.<namespace>.svc.cluster.local:2379`,
+//!   see [`crate::rollout::kubermatic_etcd_endpoints`]) for the user cluster's etcd, as cluster
+//!   DNS would resolve them. The Pod is `Running` while the process runs, then `Succeeded` or
+//!   `Failed` with its container `terminated` (exit code, reason `Completed` or `Error`) and
+//!   the termination message as kubelet reads it: the file's last 4096 bytes; with
+//!   `terminationMessagePolicy: FallbackToLogsOnError`, a failed container whose file is empty
+//!   gets the tail of its log instead (stdout and stderr lines in the order they came, the
+//!   last 80 lines, at most 2048 bytes). Pod statuses go through the status subresource, as
+//!   kubelet writes them. Failed attempts are retried up to `backoffLimit`; then the Job gets
+//!   `SuccessCriteriaMet` + `Complete`, or `FailureTarget` + `Failed` (reason
+//!   `BackoffLimitExceeded`), with `succeeded`/`failed` counts and `completionTime`.
+//!   [`job_termination_message`] reads the message back as a controller does.
 //! - It creates the namespace's `default` ServiceAccount (the serviceaccount controller's
 //!   job), without which the seed refuses Pods.
 //! - **Pod addresses**: every replica listens on loopback at a port of its own, so a Pod's
@@ -72,6 +88,9 @@ pub struct NodeAgentConfig {
     pub node_name: String,
     /// Where mounted volumes, Job outputs and the agent's files go.
     pub dir: PathBuf,
+    /// The user cluster etcd's loopback endpoint: Kubermatic's etcd endpoints in a Job's
+    /// arguments are swapped for it (`None`: left as written).
+    pub etcd_endpoint: Option<String>,
 }
 
 /// One run of a Job's container.
@@ -81,9 +100,12 @@ pub struct JobRun {
     pub job: String,
     /// Which attempt (1 first; retries up to `backoffLimit`).
     pub attempt: u32,
+    /// The attempt's Pod.
+    pub pod: String,
     /// The container's arguments as written in the Job spec.
     pub spec_args: Vec<String>,
-    /// What was run: program and arguments after the mount paths were swapped.
+    /// What was run: program and arguments after the mount paths, the termination message
+    /// path and Kubermatic's etcd endpoints were swapped.
     pub program: PathBuf,
     /// The arguments as run.
     pub args: Vec<String>,
@@ -95,6 +117,8 @@ pub struct JobRun {
     pub stderr: String,
     /// How long it ran.
     pub took: Duration,
+    /// The termination message written into the Pod's status (empty: none).
+    pub termination_message: String,
 }
 
 /// One finished Deployment rollout.
@@ -418,16 +442,7 @@ struct Kubelet {
 
 impl Kubelet {
     async fn run(mut self, stop: Arc<AtomicBool>) {
-        let sas: Api<ServiceAccount> = Api::namespaced(self.seed.clone(), &self.config.namespace);
-        let sa: ServiceAccount =
-            serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("an SA");
-        match sas.create(&PostParams::default(), &sa).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => self
-                .state
-                .note(format!("error: creating the default ServiceAccount: {e}")),
-        }
+        ensure_default_service_account(&self.seed, &self.config.namespace, &self.state).await;
         while !stop.load(Ordering::SeqCst) {
             let requests: Vec<usize> = std::mem::take(
                 &mut *self
@@ -1053,6 +1068,237 @@ fn eargate_config_hash_annotation() -> &'static str {
     "eargate.k8c.io/encryption-config-hash"
 }
 
+/// The namespace's `default` ServiceAccount (the serviceaccount controller's job), without
+/// which the seed refuses Pods.
+async fn ensure_default_service_account(seed: &Client, namespace: &str, state: &AgentState) {
+    let sas: Api<ServiceAccount> = Api::namespaced(seed.clone(), namespace);
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("an SA");
+    match sas.create(&PostParams::default(), &sa).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => state.note(format!("error: creating the default ServiceAccount: {e}")),
+    }
+}
+
+/// The label the job controller puts on a Job's Pods, naming the Job.
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// Its older form, still set.
+pub const LEGACY_LABEL_JOB_NAME: &str = "job-name";
+/// The label naming the Job's uid.
+pub const LABEL_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// Its older form, still set.
+pub const LEGACY_LABEL_CONTROLLER_UID: &str = "controller-uid";
+/// Where a container writes its termination message unless it says otherwise.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// The `terminationMessagePolicy` that falls back to the log's tail.
+const FALLBACK_TO_LOGS_ON_ERROR: &str = "FallbackToLogsOnError";
+/// The most of a termination message file kubelet reports (its end):
+/// `MaxContainerTerminationMessageLength`.
+pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
+/// The most of the log kubelet reports instead (its end): `MaxContainerTerminationMessageLogLength`.
+pub const TERMINATION_LOG_MAX_BYTES: usize = 2048;
+/// The most log lines kubelet reports instead: `MaxContainerTerminationMessageLogLines`.
+pub const TERMINATION_LOG_MAX_LINES: usize = 80;
+
+/// The Pods of Job `job`, found as a controller finds them (label
+/// `batch.kubernetes.io/job-name=<job>`), oldest first.
+pub async fn job_pods(client: &Client, namespace: &str, job: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&format!("{LABEL_JOB_NAME}={job}"));
+    let mut items = pods
+        .list(&lp)
+        .await
+        .unwrap_or_else(|e| panic!("listing the Pods of Job {namespace}/{job}: {e}"))
+        .items;
+    items.sort_by_key(|p| {
+        (
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.name_any(),
+        )
+    });
+    items
+}
+
+/// The termination message of the Pod's first container
+/// (`status.containerStatuses[0].state.terminated.message`), once it has one.
+pub fn pod_termination_message(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .clone()
+}
+
+/// What a controller reads back from a Job (a storage scan's per-key summary): the
+/// termination message of a Pod of the Job in phase `Succeeded`. `None` while no Pod
+/// succeeded, or when it left no message.
+pub async fn job_termination_message(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+) -> Option<String> {
+    job_pods(client, namespace, job)
+        .await
+        .iter()
+        .rev()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+        .and_then(pod_termination_message)
+}
+
+/// What a container's arguments name that this node has elsewhere.
+struct ArgSwaps<'a> {
+    /// `(mount path, materialised directory)`, longest mount path first.
+    mounts: &'a [(String, PathBuf)],
+    /// `(terminationMessagePath, the attempt's file)`.
+    termination_message: (&'a str, &'a Path),
+    namespace: &'a str,
+    /// The user etcd's loopback endpoint, for Kubermatic's etcd endpoints.
+    etcd_endpoint: Option<&'a str>,
+}
+
+impl ArgSwaps<'_> {
+    fn apply(&self, arg: &str) -> String {
+        let arg = match self.etcd_endpoint {
+            Some(endpoint) => swap_etcd_endpoints(arg, self.namespace, endpoint),
+            None => arg.to_owned(),
+        };
+        let (path, file) = self.termination_message;
+        if arg.contains(path) {
+            return arg.replace(path, &file.display().to_string());
+        }
+        swap_mounts(&arg, self.mounts)
+    }
+}
+
+/// `arg` with Kubermatic's etcd endpoints for `namespace` swapped for `endpoint` (in a
+/// comma-separated list, once: the three members are one etcd here).
+fn swap_etcd_endpoints(arg: &str, namespace: &str, endpoint: &str) -> String {
+    let members = crate::rollout::kubermatic_etcd_endpoints(namespace);
+    if !members.iter().any(|m| arg.contains(m.as_str())) {
+        return arg.to_owned();
+    }
+    let (flag, value) = match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with('-') => (Some(flag), value),
+        _ => (None, arg),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for item in value.split(',') {
+        let item = if members.iter().any(|m| m == item) {
+            endpoint
+        } else {
+            item
+        };
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    let value = out.join(",");
+    match flag {
+        Some(flag) => format!("{flag}={value}"),
+        None => value,
+    }
+}
+
+/// A container's process after it exited.
+struct Exited {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// stdout and stderr lines in the order they came, as the container log holds them.
+    log: Vec<u8>,
+}
+
+/// Runs `program` with `args` in `root` (also its `HOME`), no stdin, until it exits.
+fn run_container(program: &Path, args: &[String], root: &Path) -> Result<Exited, String> {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", root)
+        .current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", program.display()))?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let pump = |stream: Box<dyn std::io::Read + Send>| {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stream);
+            let (mut own, mut line) = (Vec::new(), Vec::new());
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return own,
+                    Ok(_) => {
+                        own.extend_from_slice(&line);
+                        log.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend_from_slice(&line);
+                    }
+                }
+            }
+        })
+    };
+    let out = pump(Box::new(child.stdout.take().expect("a piped stdout")));
+    let err = pump(Box::new(child.stderr.take().expect("a piped stderr")));
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {}: {e}", program.display()))?;
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let log = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(Exited {
+        status,
+        stdout,
+        stderr,
+        log,
+    })
+}
+
+/// The message kubelet reports for a terminated container: the end of the termination
+/// message `file` (at most [`TERMINATION_MESSAGE_MAX_BYTES`]); when it is empty and
+/// `fall_back_to_logs` (policy `FallbackToLogsOnError` and a non-zero exit), the end of the
+/// container's `log` instead (its last [`TERMINATION_LOG_MAX_LINES`] lines, at most
+/// [`TERMINATION_LOG_MAX_BYTES`]).
+pub fn termination_message(file: &[u8], fall_back_to_logs: bool, log: &[u8]) -> String {
+    let file = last_bytes(file, TERMINATION_MESSAGE_MAX_BYTES);
+    if file.is_empty() && fall_back_to_logs {
+        return String::from_utf8_lossy(log_tail(log)).into_owned();
+    }
+    String::from_utf8_lossy(file).into_owned()
+}
+
+fn last_bytes(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[bytes.len().saturating_sub(max)..]
+}
+
+/// The last [`TERMINATION_LOG_MAX_LINES`] lines of `log`, then at most its last
+/// [`TERMINATION_LOG_MAX_BYTES`].
+fn log_tail(log: &[u8]) -> &[u8] {
+    let body = log.strip_suffix(b"\n").unwrap_or(log);
+    let mut start = 0;
+    let mut newlines = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            newlines += 1;
+            if newlines == TERMINATION_LOG_MAX_LINES {
+                start = i + 1;
+                break;
+            }
+        }
+    }
+    last_bytes(&log[start..], TERMINATION_LOG_MAX_BYTES)
+}
+
 /// The job controller plus kubelet, for eargate's Jobs.
 struct JobRunner {
     seed: Client,
@@ -1067,6 +1313,8 @@ impl JobRunner {
     }
 
     async fn run(mut self, stop: Arc<AtomicBool>) {
+        // The seed refuses Pods until it exists; the deployment side creates it too.
+        ensure_default_service_account(&self.seed, &self.config.namespace, &self.state).await;
         let lp = ListParams::default().labels("app.kubernetes.io/managed-by=eargate");
         while !stop.load(Ordering::SeqCst) {
             match self.api().list(&lp).await {
@@ -1095,6 +1343,137 @@ impl JobRunner {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.seed.clone(), &self.config.namespace)
+    }
+
+    /// The attempt's Pod, as the job controller creates it; returns its name.
+    async fn create_pod(&self, job: &Job, template: &PodTemplateSpec) -> Result<String, String> {
+        let job_name = job.name_any();
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let meta = template.metadata.clone().unwrap_or_default();
+        let mut labels = meta.labels.clone().unwrap_or_default();
+        for key in [LABEL_JOB_NAME, LEGACY_LABEL_JOB_NAME] {
+            labels.insert(key.to_owned(), job_name.clone());
+        }
+        for key in [LABEL_CONTROLLER_UID, LEGACY_LABEL_CONTROLLER_UID] {
+            labels.insert(key.to_owned(), uid.clone());
+        }
+        let mut spec = serde_json::to_value(template.spec.clone().unwrap_or_default())
+            .map_err(|e| e.to_string())?;
+        spec["nodeName"] = json!(self.config.node_name);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "generateName": format!("{job_name}-"),
+                "namespace": self.config.namespace,
+                "labels": labels,
+                "annotations": meta.annotations.clone().unwrap_or_default(),
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                    "name": job_name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]
+            },
+            "spec": spec
+        }))
+        .map_err(|e| e.to_string())?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.pods().create(&PostParams::default(), &pod).await {
+                Ok(created) => return Ok(created.name_any()),
+                // A generated name that is taken: the job controller tries again.
+                Err(kube::Error::Api(s)) if s.code == 409 && tries < 5 => {}
+                Err(e) => return Err(format!("creating a Pod for Job {job_name}: {e}")),
+            }
+        }
+    }
+
+    async fn write_pod_status(&self, pod: &str, status: serde_json::Value) -> Result<(), String> {
+        self.pods()
+            .patch_status(
+                pod,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("writing the status of Pod {pod}: {e}"))
+    }
+
+    /// The container started: the Pod runs, ready.
+    async fn pod_running(&self, pod: &str, container: &Container, at: &str) -> Result<(), String> {
+        let conditions: Vec<serde_json::Value> =
+            ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+                .iter()
+                .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": at}))
+                .collect();
+        self.write_pod_status(
+            pod,
+            json!({
+                "phase": "Running",
+                "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                "startTime": at,
+                "conditions": conditions,
+                "containerStatuses": [{
+                    "name": container.name, "image": container.image, "imageID": "",
+                    "ready": true, "started": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": at}}
+                }]
+            }),
+        )
+        .await
+    }
+
+    /// The container exited (restart policy `Never`): the Pod's phase is final, its container
+    /// terminated with `exit_code` and `message`, as kubelet reports it.
+    async fn pod_terminated(
+        &self,
+        pod: &str,
+        container: &Container,
+        exit_code: i32,
+        message: &str,
+        started_at: &str,
+        finished_at: &str,
+    ) -> Result<(), String> {
+        let (phase, reason) = if exit_code == 0 {
+            ("Succeeded", "Completed")
+        } else {
+            ("Failed", "Error")
+        };
+        let mut terminated = json!({"exitCode": exit_code, "reason": reason,
+            "startedAt": started_at, "finishedAt": finished_at});
+        if !message.is_empty() {
+            terminated["message"] = json!(message);
+        }
+        let conditions: Vec<serde_json::Value> = [
+            ("PodScheduled", "True"),
+            ("Initialized", "True"),
+            ("ContainersReady", "False"),
+            ("Ready", "False"),
+        ]
+        .iter()
+        .map(|(t, s)| {
+            let mut c = json!({"type": t, "status": s, "lastTransitionTime": finished_at});
+            if *t != "PodScheduled" {
+                c["reason"] = json!("PodCompleted");
+            }
+            c
+        })
+        .collect();
+        self.write_pod_status(
+            pod,
+            json!({
+                "phase": phase,
+                "conditions": conditions,
+                "containerStatuses": [{
+                    "name": container.name, "image": container.image, "imageID": "",
+                    "ready": false, "started": false, "restartCount": 0,
+                    "state": {"terminated": terminated}
+                }]
+            }),
+        )
+        .await
     }
 
     async fn patch_status(&self, name: &str, status: serde_json::Value) -> Result<(), String> {
@@ -1127,6 +1506,12 @@ impl JobRunner {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let backoff_limit = u32::try_from(spec.backoff_limit.unwrap_or(6)).unwrap_or(0);
+        let message_path = container
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TERMINATION_MESSAGE_PATH.to_owned());
+        let fall_back_to_logs =
+            container.termination_message_policy.as_deref() == Some(FALLBACK_TO_LOGS_ON_ERROR);
         let mut failed = 0u32;
         for attempt in 1.. {
             let root = self
@@ -1135,49 +1520,78 @@ impl JobRunner {
                 .join("jobs")
                 .join(&name)
                 .join(attempt.to_string());
+            std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+            let pod_name = self.create_pod(job, &spec.template).await?;
+            // A volume that cannot be mounted leaves the Pod pending (kubelet would retry).
             let mounts =
                 mount_secret_volumes(&self.seed, &self.config.namespace, &pod, &container, &root)
                     .await?;
+            // kubelet bind-mounts an empty file of the host at the container's path.
+            let message_file = root.join("termination-log");
+            std::fs::write(&message_file, b"")
+                .map_err(|e| format!("{}: {e}", message_file.display()))?;
+            let swaps = ArgSwaps {
+                mounts: &mounts,
+                termination_message: (&message_path, &message_file),
+                namespace: &self.config.namespace,
+                etcd_endpoint: self.config.etcd_endpoint.as_deref(),
+            };
             let (program, mut args) = match &container.command {
                 Some(cmd) if !cmd.is_empty() => (
-                    PathBuf::from(swap_mounts(&cmd[0], &mounts)),
-                    cmd[1..].iter().map(|a| swap_mounts(a, &mounts)).collect(),
+                    PathBuf::from(swaps.apply(&cmd[0])),
+                    cmd[1..].iter().map(|a| swaps.apply(a)).collect(),
                 ),
                 _ => (self.config.entrypoint.clone(), Vec::new()),
             };
             let spec_args = container.args.clone().unwrap_or_default();
-            args.extend(spec_args.iter().map(|a| swap_mounts(a, &mounts)));
+            args.extend(spec_args.iter().map(|a| swaps.apply(a)));
+            let started_at = now_time();
+            self.pod_running(&pod_name, &container, &started_at).await?;
             let began = Instant::now();
             let out = {
                 let (program, args, root) = (program.clone(), args.clone(), root.clone());
-                tokio::task::spawn_blocking(move || {
-                    std::process::Command::new(&program)
-                        .args(&args)
-                        .env_remove("KUBECONFIG")
-                        .env("HOME", &root)
-                        .current_dir(&root)
-                        .stdin(std::process::Stdio::null())
-                        .output()
-                        .map_err(|e| format!("running {}: {e}", program.display()))
-                })
-                .await
-                .map_err(|e| e.to_string())??
+                tokio::task::spawn_blocking(move || run_container(&program, &args, &root))
+                    .await
+                    .map_err(|e| e.to_string())??
             };
+            let took = began.elapsed();
+            let finished_at = now_time();
+            let exit_code = {
+                use std::os::unix::process::ExitStatusExt as _;
+                out.status
+                    .code()
+                    .or_else(|| out.status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1)
+            };
+            let file = std::fs::read(&message_file)
+                .map_err(|e| format!("{}: {e}", message_file.display()))?;
+            let message = termination_message(&file, fall_back_to_logs && exit_code != 0, &out.log);
+            self.pod_terminated(
+                &pod_name,
+                &container,
+                exit_code,
+                &message,
+                &started_at,
+                &finished_at,
+            )
+            .await?;
             let run = JobRun {
                 job: name.clone(),
                 attempt,
+                pod: pod_name.clone(),
                 spec_args,
                 program,
                 args,
                 exit_code: out.status.code(),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                took: began.elapsed(),
+                took,
+                termination_message: message,
             };
             std::fs::write(root.join("stdout"), &run.stdout).map_err(|e| e.to_string())?;
             std::fs::write(root.join("stderr"), &run.stderr).map_err(|e| e.to_string())?;
             self.state.note(format!(
-                "job {name}: attempt {attempt} exited with {:?} after {:.1} s",
+                "job {name}: attempt {attempt} exited with {:?} after {:.1} s (pod {pod_name})",
                 run.exit_code,
                 run.took.as_secs_f64()
             ));
@@ -1232,5 +1646,94 @@ impl JobRunner {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         unreachable!("the loop returns")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_is_the_end_of_the_file_as_kubelet_reads_it() {
+        assert_eq!(
+            termination_message(b"{\"ok\":true}", true, b"log"),
+            "{\"ok\":true}"
+        );
+        let long: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
+        let message = termination_message(&long, false, b"");
+        assert_eq!(message.len(), TERMINATION_MESSAGE_MAX_BYTES);
+        assert!(long.ends_with(message.as_bytes()));
+    }
+
+    #[test]
+    fn an_empty_file_falls_back_to_the_log_tail_only_when_asked() {
+        assert_eq!(termination_message(b"", false, b"error: boom\n"), "");
+        assert_eq!(
+            termination_message(b"", true, b"error: boom\n"),
+            "error: boom\n"
+        );
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let tail = termination_message(b"", true, log.as_bytes());
+        assert!(tail.starts_with("line 20\n"), "{tail}");
+        assert!(tail.ends_with("line 99\n"));
+        assert_eq!(tail.lines().count(), TERMINATION_LOG_MAX_LINES);
+        let wide: String = (0..10)
+            .map(|i| format!("{i}{}\n", "x".repeat(500)))
+            .collect();
+        let tail = termination_message(b"", true, wide.as_bytes());
+        assert_eq!(tail.len(), TERMINATION_LOG_MAX_BYTES);
+        assert!(wide.ends_with(&tail));
+    }
+
+    #[test]
+    fn kubermatic_etcd_endpoints_become_the_loopback_endpoint_once() {
+        let ns = "cluster-a";
+        let all = crate::rollout::kubermatic_etcd_endpoints(ns).join(",");
+        let ep = "https://127.0.0.1:2379";
+        assert_eq!(swap_etcd_endpoints(&all, ns, ep), ep);
+        assert_eq!(
+            swap_etcd_endpoints(&format!("--etcd-endpoints={all}"), ns, ep),
+            format!("--etcd-endpoints={ep}")
+        );
+        assert_eq!(
+            swap_etcd_endpoints(&format!("{all},https://other:2379"), ns, ep),
+            format!("{ep},https://other:2379")
+        );
+        // Another namespace's etcd is not this one.
+        let other = crate::rollout::kubermatic_etcd_endpoints("cluster-b").join(",");
+        assert_eq!(swap_etcd_endpoints(&other, ns, ep), other);
+        assert_eq!(swap_etcd_endpoints("--history", ns, ep), "--history");
+    }
+
+    #[test]
+    fn paths_in_arguments_are_swapped_for_the_node_s_files() {
+        let mounts = vec![
+            (
+                "/etc/etcd/client".to_owned(),
+                PathBuf::from("/r/etc/etcd/client"),
+            ),
+            ("/etc/etcd/ca".to_owned(), PathBuf::from("/r/etc/etcd/ca")),
+        ];
+        let swaps = ArgSwaps {
+            mounts: &mounts,
+            termination_message: ("/dev/termination-log", Path::new("/r/termination-log")),
+            namespace: "cluster-a",
+            etcd_endpoint: Some("https://127.0.0.1:1"),
+        };
+        assert_eq!(swaps.apply("/dev/termination-log"), "/r/termination-log");
+        assert_eq!(
+            swaps.apply("--termination-message-path=/dev/termination-log"),
+            "--termination-message-path=/r/termination-log"
+        );
+        assert_eq!(swaps.apply("/etc/etcd/ca/ca.crt"), "/r/etc/etcd/ca/ca.crt");
+        assert_eq!(
+            swaps.apply("/etc/etcd/client/apiserver-etcd-client.key"),
+            "/r/etc/etcd/client/apiserver-etcd-client.key"
+        );
+        assert_eq!(
+            swaps.apply("https://etcd-1.etcd.cluster-a.svc.cluster.local:2379"),
+            "https://127.0.0.1:1"
+        );
+        assert_eq!(swaps.apply("json"), "json");
     }
 }

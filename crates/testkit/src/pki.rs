@@ -33,6 +33,9 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     /// The CA certificate, PEM.
     pub cert_pem: String,
+    /// The CA's private key, PEM (PKCS#8): what Kubermatic's `ca` Secret carries next to the
+    /// certificate, so a test can check it is never mounted or shown.
+    pub key_pem: String,
 }
 
 impl Ca {
@@ -45,9 +48,11 @@ impl Ca {
             .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let cert = params.self_signed(&key).expect("self-sign the CA");
+        let key_pem = key.serialize_pem();
         Ca {
             issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),
+            key_pem,
         }
     }
 

@@ -6,8 +6,9 @@
 //! - [`Reconciler`]: `eargate reconcile` as its own process, authenticated with a
 //!   TokenRequest token of the chart's ServiceAccount (so only the chart's RBAC applies).
 //! - [`HostedCluster`]: one Cluster's control-plane namespace as Kubermatic keeps it (the
-//!   `apiserver` Deployment, the `admin-kubeconfig` Secret), a [`UserCluster`] whose API
-//!   server replicas are that Deployment's pods, and the [`NodeAgent`] that rolls them.
+//!   `apiserver` Deployment, the `admin-kubeconfig` Secret, the etcd client certificate and
+//!   CA Secrets), a [`UserCluster`] whose API server replicas are that Deployment's pods,
+//!   and the [`NodeAgent`] that rolls them.
 //! - [`create_data`]: Secrets and ConfigMaps in a user cluster, with values a check can
 //!   recompute ([`secret_value`], [`configmap_value`]).
 
@@ -217,6 +218,38 @@ impl Reconciler {
     }
 }
 
+// Kubermatic's names, written here on purpose apart from eargate's defaults
+// (`eargate_policy::names::DEFAULT_ETCD_*`): the test world is a Kubermatic seed, so a scan
+// that works with the reconciler's defaults proves those defaults match Kubermatic's.
+
+/// Kubermatic's Secret holding the API servers' etcd client certificate, in the
+/// control-plane namespace (kubermatic/kubermatic `pkg/resources/resources.go`:
+/// `ApiserverEtcdClientCertificateSecretName`).
+pub const ETCD_CLIENT_CERT_SECRET: &str = "apiserver-etcd-client-certificate";
+/// Its certificate's data key (`ApiserverEtcdClientCertificateCertSecretKey`).
+pub const ETCD_CLIENT_CERT_KEY: &str = "apiserver-etcd-client.crt";
+/// Its private key's data key (`ApiserverEtcdClientCertificateKeySecretKey`).
+pub const ETCD_CLIENT_KEY_KEY: &str = "apiserver-etcd-client.key";
+/// Kubermatic's cluster CA Secret (`CASecretName`): the CA that etcd trusts and that signed
+/// etcd's serving certificate.
+pub const CA_SECRET: &str = "ca";
+/// The CA certificate's data key (`CACertSecretKey`).
+pub const CA_CERT_KEY: &str = "ca.crt";
+/// The CA private key's data key (`CAKeySecretKey`): in the Secret, so a Pod that needs only
+/// the certificate mounts it with `items`.
+pub const CA_KEY_KEY: &str = "ca.key";
+
+/// Kubermatic's etcd client endpoints for a control-plane namespace: the three members of the
+/// `etcd` StatefulSet by their Pod DNS names, `https://etcd-N.etcd.<namespace>.svc.cluster.local:2379`
+/// (kubermatic/kubermatic `pkg/resources/etcd/etcdservices.go`, `GetClientEndpoints`). The
+/// user cluster's etcd is one member on loopback; the [`NodeAgent`] swaps these names in a
+/// Job's arguments for its endpoint, as cluster DNS would resolve them.
+pub fn kubermatic_etcd_endpoints(namespace: &str) -> Vec<String> {
+    (0..3)
+        .map(|i| format!("https://etcd-{i}.etcd.{namespace}.svc.cluster.local:2379"))
+        .collect()
+}
+
 /// One Cluster's control plane as the seed holds it, with a real user cluster behind it.
 pub struct HostedCluster {
     /// The Cluster's name.
@@ -231,8 +264,11 @@ pub struct HostedCluster {
 
 impl HostedCluster {
     /// Creates the namespace `cluster-<name>`, starts the user cluster (its etcd and Service),
-    /// writes the `admin-kubeconfig` Secret and the `apiserver` Deployment with `replicas`
-    /// replicas, starts the node agent, and waits until it has started every replica.
+    /// writes the `admin-kubeconfig` Secret, Kubermatic's etcd Secrets
+    /// ([`ETCD_CLIENT_CERT_SECRET`] with the API servers' etcd client certificate,
+    /// [`CA_SECRET`] with the cluster CA that etcd trusts) and the `apiserver` Deployment with
+    /// `replicas` replicas, starts the node agent, and waits until it has started every
+    /// replica.
     pub async fn start(seed: &Seed, name: &str, replicas: usize) -> HostedCluster {
         Self::start_with(seed, name, replicas, false).await
     }
@@ -246,6 +282,20 @@ impl HostedCluster {
         name: &str,
         replicas: usize,
         hot_reload: bool,
+    ) -> HostedCluster {
+        let config = hot_reload.then_some(IDENTITY_ONLY_CONFIG);
+        Self::start_configured(seed, name, replicas, hot_reload, config).await
+    }
+
+    /// [`HostedCluster::start_with`] with the rendered-config Secret holding
+    /// `initial_config` before the first replica starts (`None`: no Secret), so the API
+    /// servers start with it (and, with `hot_reload`, reload it by themselves).
+    pub async fn start_configured(
+        seed: &Seed,
+        name: &str,
+        replicas: usize,
+        hot_reload: bool,
+        initial_config: Option<&str>,
     ) -> HostedCluster {
         let cp = seed.cp;
         let admin = Identity::admin();
@@ -265,11 +315,31 @@ impl HostedCluster {
             "metadata": {"name": names::DEFAULT_ADMIN_KUBECONFIG_SECRET, "namespace": namespace},
             "data": {names::DEFAULT_ADMIN_KUBECONFIG_KEY: B64.encode(user.kubeconfig_text())}
         })]);
-        if hot_reload {
+        // Kubermatic's etcd client certificate and cluster CA Secrets (with the CA's key, as
+        // Kubermatic keeps it).
+        cp.apply(&[
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": ETCD_CLIENT_CERT_SECRET, "namespace": namespace},
+                "data": {
+                    ETCD_CLIENT_CERT_KEY: B64.encode(&user.etcd_client.cert_pem),
+                    ETCD_CLIENT_KEY_KEY: B64.encode(&user.etcd_client.key_pem),
+                }
+            }),
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": CA_SECRET, "namespace": namespace},
+                "data": {
+                    CA_CERT_KEY: B64.encode(&user.pki.ca.cert_pem),
+                    CA_KEY_KEY: B64.encode(&user.pki.ca.key_pem),
+                }
+            }),
+        ]);
+        if let Some(config) = initial_config {
             cp.apply(&[json!({
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": names::DEFAULT_CONFIG_SECRET, "namespace": namespace},
-                "data": {names::DEFAULT_CONFIG_SECRET_KEY: B64.encode(IDENTITY_ONLY_CONFIG)}
+                "data": {names::DEFAULT_CONFIG_SECRET_KEY: B64.encode(config)}
             })]);
         }
         cp.apply(&[apiserver_deployment_with(&namespace, replicas, hot_reload)]);
@@ -282,6 +352,7 @@ impl HostedCluster {
                 entrypoint: seed.eargate.clone(),
                 node_name: "node-agent".to_owned(),
                 dir: user.dir().join("node"),
+                etcd_endpoint: Some(user.etcd.endpoint.clone()),
             },
             cp.kubeconfig(&admin),
             user.clone(),
@@ -326,8 +397,6 @@ pub fn random_key() -> [u8; 32] {
     key
 }
 
-/// The user cluster's API server Deployment as the seed holds it: it mounts the rendered
-/// config Secret (optional until the reconciler writes it).
 /// The runtime the control-plane tests run their worlds in (4 workers: the node agent,
 /// traffic and the test's own polling run side by side).
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -350,7 +419,8 @@ resources:
   - identity: {}
 ";
 
-/// The API server Deployment of a control-plane namespace (restart mode).
+/// The API server Deployment of a control-plane namespace (restart mode) as the seed holds
+/// it: it mounts the rendered config Secret (optional until the reconciler writes it).
 pub fn apiserver_deployment(namespace: &str, replicas: usize) -> Value {
     apiserver_deployment_with(namespace, replicas, false)
 }

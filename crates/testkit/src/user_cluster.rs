@@ -10,10 +10,17 @@
 //!   hands to re-encryption Jobs points at it, and keeps working while replicas restart.
 //! - Who starts and stops replicas, and with which encryption configuration, is up to the
 //!   caller (the [`crate::node_agent`] does it as kubelet would).
+//! - The etcd serves TLS only and requires client certificates, as Kubermatic runs it: one
+//!   cluster CA (the [`Pki`]'s, Kubermatic's `ca` Secret) signs etcd's serving certificate,
+//!   the API servers' certificates and every etcd client certificate. Each replica reaches
+//!   etcd with `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`: the CA and
+//!   [`UserCluster::etcd_client`] (Kubermatic's `apiserver-etcd-client-certificate`).
+//!   Tests reach it with [`Etcd::client_flags`], [`Etcd::etcdctl`] or the files of
+//!   [`Etcd::tls`].
 //!
 //! The user-cluster API servers run with `--etcd-compaction-interval=0`: etcd history is
-//! compacted only when a test says so (`etcdctl compact`), so "older revisions remain until
-//! compaction" is deterministic.
+//! compacted only when a test says so ([`Etcd::compact_to_current`]), so "older revisions
+//! remain until compaction" is deterministic.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,8 +51,14 @@ pub struct UserCluster {
     dir: PathBuf,
     /// The CA and certificates every replica serves and trusts.
     pub pki: Pki,
-    /// The user cluster's own etcd.
+    /// The user cluster's own etcd (TLS with client-certificate auth, trusting [`Pki::ca`]).
     pub etcd: Etcd,
+    /// The API servers' etcd client certificate (common name `apiserver-etcd-client`,
+    /// signed by [`Pki::ca`]): what Kubermatic keeps in the `apiserver-etcd-client-certificate`
+    /// Secret.
+    pub etcd_client: crate::pki::CertPair,
+    /// [`UserCluster::etcd_client`]'s certificate and key files.
+    etcd_client_files: (PathBuf, PathBuf),
     apiserver_bin: PathBuf,
     kubectl: PathBuf,
     admin: Identity,
@@ -67,7 +80,9 @@ impl UserCluster {
         let dir = parent.join(format!("user-{name}"));
         std::fs::create_dir_all(&dir).expect("create the user-cluster dir");
         let pki = Pki::new(&dir);
-        let etcd = Etcd::start_in(false, Some(&dir))?;
+        let etcd = Etcd::start_tls_in(&pki.ca, Some(&dir))?;
+        let etcd_client = pki.ca.client("apiserver-etcd-client", &[]);
+        let etcd_client_files = etcd_client.write(&dir, "apiserver-etcd-client");
         let admin = Identity::admin();
         let groups: Vec<&str> = admin.groups.iter().map(String::as_str).collect();
         let admin_cert = pki.ca.client(&admin.user, &groups);
@@ -77,6 +92,8 @@ impl UserCluster {
             dir,
             pki,
             etcd,
+            etcd_client,
+            etcd_client_files,
             apiserver_bin,
             kubectl,
             admin,
@@ -140,7 +157,13 @@ impl UserCluster {
         let mut replica = self.replica(i);
         replica.starts += 1;
         let name = format!("kube-apiserver-{i}.{}", replica.starts);
-        let mut args = vec!["--etcd-compaction-interval=0".to_owned()];
+        let (cert, key) = &self.etcd_client_files;
+        let mut args = vec![
+            "--etcd-compaction-interval=0".to_owned(),
+            format!("--etcd-cafile={}", self.pki.ca_file.display()),
+            format!("--etcd-certfile={}", cert.display()),
+            format!("--etcd-keyfile={}", key.display()),
+        ];
         if let Some(path) = encryption_config {
             args.push(format!("--encryption-provider-config={}", path.display()));
         }
