@@ -160,7 +160,7 @@ async fn latest_scan(
             let why = pods
                 .iter()
                 .filter_map(termination_message)
-                .find_map(|m| m.lines().find(|l| !l.trim().is_empty()).map(str::to_owned));
+                .find_map(|m| failure_of(&m));
             ScanState::Failed {
                 reason: match why {
                     Some(line) => format!("{reason}: {}", first_chars(&line, 300)),
@@ -240,6 +240,27 @@ fn job_end(job: &Job) -> Option<Timestamp> {
         .flatten()
         .filter(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         .find_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// What a failed scan's message says went wrong: the error of `eargate verify -o json`
+/// (`{"error":{"message":…,"causes":[…]}}`, kubelet's fallback to the log's tail), else the
+/// first line that says anything.
+pub(crate) fn failure_of(message: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(message.trim()) {
+        let error = &v["error"];
+        if let Some(text) = error["message"].as_str() {
+            let causes = error["causes"].as_array().into_iter().flatten();
+            let parts: Vec<&str> = std::iter::once(text)
+                .chain(causes.filter_map(|c| c.as_str()))
+                .collect();
+            return Some(parts.join(": "));
+        }
+    }
+    message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
 }
 
 fn first_chars(text: &str, n: usize) -> String {
@@ -638,6 +659,21 @@ mod tests {
         assert!(!old.complete_for("h2"));
         let unannotated = rollout_from(&d, &[pod(Some("h2")), pod(None)]);
         assert!(!unannotated.complete_for("h2"));
+    }
+
+    #[test]
+    fn a_failed_scan_says_what_went_wrong() {
+        let json = r#"{"error":{"message":"cannot reach etcd at https://etcd-0.etcd.cluster-c1.svc.cluster.local:2379 (--etcd-endpoints)","causes":["transport error"]},"exitCode":2}"#;
+        assert_eq!(
+            failure_of(json).as_deref(),
+            Some("cannot reach etcd at https://etcd-0.etcd.cluster-c1.svc.cluster.local:2379 (--etcd-endpoints): transport error")
+        );
+        assert_eq!(
+            failure_of("\n  error: cannot read /etc/etcd/ca/ca.crt (--cacert)\ncaused by: x\n")
+                .as_deref(),
+            Some("error: cannot read /etc/etcd/ca/ca.crt (--cacert)")
+        );
+        assert_eq!(failure_of("  \n"), None);
     }
 
     #[test]

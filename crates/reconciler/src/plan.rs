@@ -565,25 +565,7 @@ fn report_drift(out: &mut PlanBuilder<'_>, target: &Target) {
 /// config Secret and roll the API server to it.
 fn write_config(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> Vec<Action> {
     let next = &target.config;
-    if facts.phase != Some(EncryptionPhase::Pending) {
-        if !facts.initialized {
-            out.condition(
-                names::CONDITION_ENCRYPTION_INITIALIZED,
-                true,
-                "Pending",
-                "encryption at rest is being configured".to_owned(),
-            );
-        }
-        out.enter(
-            facts.status,
-            facts.phase,
-            EncryptionPhase::Pending,
-            target
-                .drift_free()
-                .then(|| format!("rolling out config {}", next.hash)),
-            format!("new encryption configuration {}", next.hash),
-        );
-    }
+    // Keys a scan cleared leave with this config: say so first, it is why a rollout starts.
     let kept = key_names(&next.config);
     let dropped: Vec<&String> = facts
         .previous
@@ -604,6 +586,25 @@ fn write_config(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) ->
         );
         out.condition(CONDITION_KEYS_RETAINED, false, "Dropped", message.clone());
         out.event(EventType::Normal, "KeysDropped", message);
+    }
+    if facts.phase != Some(EncryptionPhase::Pending) {
+        if !facts.initialized {
+            out.condition(
+                names::CONDITION_ENCRYPTION_INITIALIZED,
+                true,
+                "Pending",
+                "encryption at rest is being configured".to_owned(),
+            );
+        }
+        out.enter(
+            facts.status,
+            facts.phase,
+            EncryptionPhase::Pending,
+            target
+                .drift_free()
+                .then(|| format!("rolling out config {}", next.hash)),
+            format!("new encryption configuration {}", next.hash),
+        );
     }
     out.actions.push(Action::WriteConfigSecret {
         yaml: next.yaml.clone(),
