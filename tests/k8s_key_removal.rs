@@ -107,9 +107,8 @@ async fn step(w: &Journey, keys: &[&str], expect_rendered: &[&str]) {
     }
 }
 
-/// The termination message of the newest storage scan that has finished (what the
-/// reconciler read last).
-async fn last_scan_message(w: &Journey) -> Value {
+/// The storage-scan Jobs of the control-plane namespace, oldest first.
+async fn scan_jobs(w: &Journey) -> Vec<Job> {
     let jobs: Api<Job> = Api::namespaced(w.client.clone(), &w.hosted.namespace);
     let mut scans = jobs
         .list(&ListParams::default().labels("eargate.k8c.io/purpose=storage-scan"))
@@ -117,14 +116,28 @@ async fn last_scan_message(w: &Journey) -> Value {
         .unwrap()
         .items;
     scans.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
-    for job in scans.iter().rev() {
-        let name = job.metadata.name.clone().unwrap();
-        if let Some(message) = job_termination_message(&w.client, &w.hosted.namespace, &name).await
-        {
-            return serde_json::from_str(&message).unwrap_or_else(|e| panic!("{message}: {e}"));
+    scans
+}
+
+/// The termination message of the newest storage scan that has finished (what the
+/// reconciler read last), waiting while the newest one still runs.
+async fn last_scan_message(w: &Journey) -> Value {
+    let deadline = std::time::Instant::now() + w.step_timeout;
+    loop {
+        for job in scan_jobs(w).await.iter().rev() {
+            let name = job.metadata.name.clone().unwrap();
+            if let Some(message) =
+                job_termination_message(&w.client, &w.hosted.namespace, &name).await
+            {
+                return serde_json::from_str(&message).unwrap_or_else(|e| panic!("{message}: {e}"));
+            }
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no storage scan finished"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("no storage scan has finished: {} Jobs", scans.len())
 }
 
 /// A Secret sealed with `key` (name, base64 material) by eargate's storage crate and written
@@ -315,6 +328,9 @@ fn older_revisions_keep_the_old_key_until_etcd_compacts_them() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert_eq!(key_names(&w.rendered().await), ["k2", "k1"], "k1 stays");
+        // Each rescan replaced the last scan's Job (and its Pod): not one Job per rescan.
+        let scans = scan_jobs(&w).await.len();
+        assert!(scans <= 2, "{scans} scan Jobs after {} scans", before + 2);
         let summary = last_scan_message(&w).await;
         assert_eq!(summary["keys"]["k1"]["objects"], 0, "{summary}");
         assert!(summary["keys"]["k1"]["olderRevisions"].as_u64().unwrap() >= older);

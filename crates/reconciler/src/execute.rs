@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Map, Value};
@@ -155,6 +155,7 @@ pub(crate) async fn execute(
                 info!(cluster = %name, namespace, deployment = %ctx.settings.apiserver_deployment, "waiting for the API server replicas to reload the new config");
             }
             Action::CreateJob { job } => create_job(ctx, namespace, job).await?,
+            Action::DeleteJob { name } => delete_job(ctx, namespace, name).await?,
             Action::Event {
                 type_,
                 reason,
@@ -335,6 +336,18 @@ async fn patch_apiserver(ctx: &Context, namespace: &str, body: &Value) -> Result
         .await
         .map_err(|e| Error::kube(format!("patching Deployment {namespace}/{deployment}"), e))?;
     Ok(())
+}
+
+async fn delete_job(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {
+            info!(namespace, job = %name, "Job deleted");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("deleting Job {namespace}/{name}"), e)),
+    }
 }
 
 async fn create_job(ctx: &Context, namespace: &str, job: &Job) -> Result<(), Error> {

@@ -442,6 +442,13 @@ pub enum Action {
         /// The Job, built by [`crate::job::build_job`].
         job: Box<Job>,
     },
+    /// Delete this Job of the control-plane namespace with its Pods (background propagation;
+    /// HTTP 404 = already gone = fine): a storage scan that a newer one replaces, so a key
+    /// that stays for days leaves one scan Job behind, not one per rescan.
+    DeleteJob {
+        /// The Job's name.
+        name: String,
+    },
     /// Emit a Kubernetes Event on the Cluster.
     Event {
         /// Normal or Warning.

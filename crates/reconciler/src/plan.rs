@@ -777,6 +777,13 @@ fn keep_retained(
         ),
     );
     out.actions.push(Action::CreateJob { job: Box::new(job) });
+    // The new scan supersedes the last one (finished, or from an earlier period): its Job
+    // and Pod go, so rescans leave one Job behind, not one per rescan.
+    if let Some(previous) = latest.filter(|l| l.state != ScanState::Running) {
+        out.actions.push(Action::DeleteJob {
+            name: previous.job.clone(),
+        });
+    }
     out.into_actions(Some(Action::RequeueAfter(settings.poll_interval)))
 }
 

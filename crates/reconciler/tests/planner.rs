@@ -792,7 +792,7 @@ fn a_removed_key_stays_while_older_revisions_hold_it_and_goes_after_compaction()
         ("True", "Scanning"),
         "{message}"
     );
-    assert_eq!(w.scans.len(), 1, "one scan Job");
+    assert_eq!(w.scans_created, 1, "one scan Job");
     let args = scan_args(&w);
     assert_eq!(args[0], "verify");
     for flag in [
@@ -833,11 +833,16 @@ fn a_removed_key_stays_while_older_revisions_hold_it_and_goes_after_compaction()
         w.events.iter().filter(|(r, _)| r == "KeysRetained").count(),
         1
     );
-    assert_eq!(w.scans.len(), 1);
+    assert_eq!(w.scans_created, 1);
     // After the backoff a rescan; still there, so the next wait doubles.
     w.tick(w.settings.scan.backoff);
     w.reconcile();
-    assert_eq!(w.scans.len(), 2, "a rescan after the backoff");
+    assert_eq!(w.scans_created, 2, "a rescan after the backoff");
+    assert_eq!(w.scans.len(), 1, "the rescan's Job replaced the last one");
+    assert!(w
+        .all_actions
+        .iter()
+        .any(|a| matches!(a, Action::DeleteJob { name } if name.ends_with("-1"))));
     w.finish_jobs();
     let actions = w.reconcile();
     assert!(
@@ -850,7 +855,7 @@ fn a_removed_key_stays_while_older_revisions_hold_it_and_goes_after_compaction()
     w.tick(2 * w.settings.scan.backoff);
     let phases = run(&mut w);
     assert_eq!(phases, [Some(Active), Some(Pending), Some(Active)]);
-    assert_eq!(w.scans.len(), 3);
+    assert_eq!(w.scans_created, 3);
     assert_eq!(rendered_names(&w), ["key-2", "identity"]);
     let dropped = w
         .events
@@ -935,7 +940,7 @@ fn a_scan_from_an_earlier_period_of_the_same_config_or_a_doubtful_one_never_drop
     }
     w.reconcile();
     assert_eq!(rendered_names(&w), ["key-2+key-1", "identity"]);
-    assert_eq!(w.scans.len(), 2, "a new scan for this period");
+    assert_eq!(w.scans_created, 2, "a new scan for this period");
     // Doubtful summaries: without older revisions, or truncated before the key.
     for summary in [
         KeySummary {
@@ -981,10 +986,10 @@ fn a_failed_scan_is_reported_and_retried_after_the_backoff() {
         .events
         .iter()
         .any(|(r, n)| r == "KeysRetained" && n == &message));
-    assert_eq!(w.scans.len(), 1);
+    assert_eq!(w.scans_created, 1);
     w.tick(w.settings.scan.backoff);
     w.reconcile();
-    assert_eq!(w.scans.len(), 2, "rescanned after the backoff");
+    assert_eq!(w.scans_created, 2, "rescanned after the backoff");
     w.finish_jobs();
     run(&mut w);
     assert_eq!(rendered_names(&w), ["key-2", "identity"]);

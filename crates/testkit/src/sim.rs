@@ -141,8 +141,10 @@ pub struct World {
     pub jobs: BTreeMap<String, SimJob>,
     /// How many Jobs were ever created.
     pub jobs_created: usize,
-    /// The storage scans, by Job name.
+    /// The storage scans, by Job name (a deleted one is gone).
     pub scans: BTreeMap<String, SimScan>,
+    /// How many storage scans were ever created.
+    pub scans_created: usize,
     /// The stored objects.
     pub store: Vec<Obj>,
     /// The simulated clock.
@@ -199,6 +201,7 @@ impl World {
             jobs: BTreeMap::new(),
             jobs_created: 0,
             scans: BTreeMap::new(),
+            scans_created: 0,
             store: Vec::new(),
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             events: Vec::new(),
@@ -483,6 +486,7 @@ impl World {
                             state: ScanState::Running,
                         };
                         slot.insert(SimScan { scan });
+                        self.scans_created += 1;
                     }
                     return;
                 }
@@ -496,6 +500,10 @@ impl World {
                     });
                     self.jobs_created += 1;
                 }
+            }
+            Action::DeleteJob { name } => {
+                self.scans.remove(name);
+                self.jobs.remove(name);
             }
             Action::Event { reason, note, .. } => self.events.push((reason.clone(), note.clone())),
             Action::MarkReloadStarted { started } => self.started = Some(*started),
