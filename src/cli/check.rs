@@ -108,6 +108,10 @@ pub struct Args {
     /// Identities allowed to change status.encryption (default: the reconciler's ServiceAccount).
     #[arg(long = "status-writer", value_name = "USER")]
     pub status_writers: Vec<String>,
+    /// Who rolls encryption configs out, as `eargate serve --rollout-by` (only the
+    /// key-removal warning's text depends on it).
+    #[arg(long, value_enum, default_value_t = super::flags::RolloutBy::Eargate)]
+    pub rollout_by: super::flags::RolloutBy,
     /// Run only the validating webhook, on the object exactly as given (no defaults, no
     /// rewrite): as when the mutating webhook did not run.
     #[arg(long)]
@@ -382,13 +386,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             jobs.push((doc.origin, job));
         }
     }
-    let config = if args.status_writers.is_empty() {
-        PolicyConfig::default()
-    } else {
-        PolicyConfig {
-            status_writers: args.status_writers.clone(),
-        }
+    let mut config = PolicyConfig {
+        rollout_by: args.rollout_by.into(),
+        ..PolicyConfig::default()
     };
+    if !args.status_writers.is_empty() {
+        config.status_writers = args.status_writers.clone();
+    }
     let verdicts: Vec<Verdict> = jobs
         .into_iter()
         .map(|(origin, job)| {

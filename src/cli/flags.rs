@@ -121,3 +121,23 @@ mod tests {
         }
     }
 }
+
+/// `--rollout-by`: who rolls encryption configs out to the API servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RolloutBy {
+    /// eargate's reconciler: a removed key stays until a storage scan finds nothing sealed
+    /// with it.
+    #[default]
+    Eargate,
+    /// Another controller (Kubermatic's, in a gate-only install).
+    Other,
+}
+
+impl From<RolloutBy> for eargate_policy::RolloutBy {
+    fn from(r: RolloutBy) -> Self {
+        match r {
+            RolloutBy::Eargate => Self::Eargate,
+            RolloutBy::Other => Self::Other,
+        }
+    }
+}

@@ -34,6 +34,11 @@ pub struct Args {
     /// reconciler's ServiceAccount.
     #[arg(long = "status-writer")]
     pub status_writers: Vec<String>,
+    /// Who rolls encryption configs out to the API servers: eargate's reconciler, or another
+    /// controller (Kubermatic's, in a gate-only install). Only the key-removal warning's text
+    /// depends on it.
+    #[arg(long, value_enum, default_value_t = super::flags::RolloutBy::Eargate)]
+    pub rollout_by: super::flags::RolloutBy,
     /// Largest AdmissionReview accepted; bigger bodies get 413 without being read.
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -78,7 +83,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.cert_poll_interval = args.cert_poll_interval;
     config.shutdown_delay = args.shutdown_delay;
     let reviewer = Arc::new(PolicyReviewer {
-        config: PolicyConfig { status_writers },
+        config: PolicyConfig {
+            status_writers,
+            rollout_by: args.rollout_by.into(),
+        },
     });
     super::runtime()?.block_on(async move {
         let mut stop = eargate_runtime::Signals::listen()?;

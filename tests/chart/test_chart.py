@@ -279,6 +279,7 @@ def test_webhook_runs_eargate_serve_with_the_agreed_flags(rendered):
         "--tls-key-file=/etc/eargate/tls/tls.key",
         "--metrics-listen=0.0.0.0:9090",
         f"--status-writer={writer}",
+        "--rollout-by=eargate",
         "--log-format=json",
         "--shutdown-delay=5s",
     ]
@@ -588,6 +589,8 @@ def test_gate_only_mode_installs_just_the_gate(rendered):
     )
     assert len(find(objects, "Deployment")) == 1
     assert flag(args_of(deployment(objects, "webhook")), "status-writer") == [SEED_STATUS_WRITER]
+    # Kubermatic rolls configs out: the key-removal warning must not promise eargate's scan.
+    assert flag(args_of(deployment(objects, "webhook")), "rollout-by") == ["other"]
 
 
 def test_extra_status_writers_are_added_to_the_reconciler():

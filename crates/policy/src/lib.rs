@@ -27,7 +27,9 @@ mod scan;
 
 pub use facts::ClusterFacts;
 pub use keys::{decode_key, scrub_quoted, KeyError};
-pub use policy::{validate, Decision, Operation, PolicyConfig, Request, Violation, Warning};
+pub use policy::{
+    validate, Decision, Operation, PolicyConfig, Request, RolloutBy, Violation, Warning,
+};
 pub use resources::{normalize_resources, validate_resources, Normalized, ResourceProblem};
 pub use review::{
     decode, judge, review, review_detailed, DecodedRequest, DecodedReview, Detailed, GroupKind,

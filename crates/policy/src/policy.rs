@@ -19,14 +19,30 @@ use crate::status::{is_rollout_locked, secretbox_active_key};
 pub struct PolicyConfig {
     /// Identities (`request.userInfo.username`) allowed to change `status.encryption`.
     pub status_writers: Vec<String>,
+    /// Who rolls configs out to the API servers; the key-removal warning (EARW08) says what
+    /// happens to a removed key accordingly.
+    pub rollout_by: RolloutBy,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             status_writers: vec![DEFAULT_STATUS_WRITER.to_owned()],
+            rollout_by: RolloutBy::default(),
         }
     }
+}
+
+/// Who rolls the rendered `EncryptionConfiguration` out to the API servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RolloutBy {
+    /// eargate's reconciler: a removed key stays until a storage scan finds nothing sealed
+    /// with it.
+    #[default]
+    Eargate,
+    /// Another controller (Kubermatic's, in a gate-only install): a removed key leaves the
+    /// API servers' config with its next rollout.
+    Other,
 }
 
 /// Admission operation.
@@ -333,7 +349,7 @@ pub fn validate(req: &Request<'_>) -> Decision {
     inline_warnings(meaning, &mut d);
     // What an edit will set in motion is only worth saying when it is allowed.
     if d.violations.is_empty() {
-        change_warnings(meaning, old, &mut d);
+        change_warnings(meaning, old, req.config.rollout_by, &mut d);
     }
     d
 }
@@ -744,7 +760,12 @@ fn inline_warnings(new: &ClusterFacts, d: &mut Decision) {
 }
 
 /// Enabling, rotation, new secondaries, key removal and disabling: what will happen next.
-fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decision) {
+fn change_warnings(
+    new: &ClusterFacts,
+    old: Option<&ClusterFacts>,
+    rollout_by: RolloutBy,
+    d: &mut Decision,
+) {
     let Some(cfg) = new.config.as_ref() else {
         if let Some(o) = old.filter(|o| o.enabled()) {
             d.warnings.push(Warning::new(&rules::EARW10, CFG, format!(
@@ -788,8 +809,12 @@ fn change_warnings(new: &ClusterFacts, old: Option<&ClusterFacts>, d: &mut Decis
         }
         for k in o.keys() {
             if !k.name.is_empty() && !new.keys().iter().any(|n| n.name == k.name) {
+                let when = match rollout_by {
+                    RolloutBy::Eargate => "eargate's reconciler drops it from the API servers' config only after a storage scan of etcd finds nothing sealed with it (no object, no older revision; condition EncryptionKeysRetained); from then on nothing sealed with it can be read",
+                    RolloutBy::Other => "the API servers will no longer be able to read anything sealed with it once the next rollout drops it",
+                };
                 d.warnings.push(Warning::new(&rules::EARW08, KEYS, format!(
-                    "key {:?} removed from the configuration: eargate's reconciler drops it from the API servers' config only after a storage scan of etcd finds nothing sealed with it (no object, no older revision; condition EncryptionKeysRetained); from then on nothing sealed with it can be read, including etcd backups you might restore: keep a copy of the key material outside the cluster until those backups expire",
+                    "key {:?} removed from the configuration: {when}, including etcd backups you might restore: keep a copy of the key material outside the cluster until those backups expire",
                     k.name
                 )));
             }

@@ -38,8 +38,13 @@ fn review(op: &str, old: Option<&Value>, new: Option<&Value>) -> Value {
 }
 
 /// What the chart's two webhooks send for one review: /mutate, its patch applied, /validate.
-fn both(mut review: Value) -> [Detailed; 2] {
-    let config = PolicyConfig::default();
+fn both(review: Value) -> [Detailed; 2] {
+    both_with(review, &PolicyConfig::default())
+}
+
+/// [`both`] with a policy configuration of the caller's.
+fn both_with(mut review: Value, config: &PolicyConfig) -> [Detailed; 2] {
+    let config = config.clone();
     let body = serde_json::to_vec(&review).unwrap();
     let mutated = review_detailed(Webhook::Mutate, &body, &config).unwrap();
     if let Some(patch) = &mutated.patch {
@@ -240,6 +245,32 @@ fn the_texts_are_unchanged_word_for_word() {
             .collect();
         assert!(texts.iter().any(|t| t == text), "{}: {texts:#?}", kind.id);
     }
+}
+
+/// Where another controller rolls configs out (a gate-only install on a Kubermatic seed), the
+/// key-removal warning promises no storage scan.
+#[test]
+fn the_key_removal_warning_follows_who_rolls_out() {
+    let c = cases()
+        .into_iter()
+        .find(|c| c.kind == &rules::EARW08)
+        .unwrap();
+    let config = PolicyConfig {
+        rollout_by: eargate_policy::RolloutBy::Other,
+        ..PolicyConfig::default()
+    };
+    let texts: Vec<String> = both_with(c.review, &config)
+        .into_iter()
+        .flat_map(|d| d.warnings)
+        .collect();
+    assert!(
+        texts.iter().any(|t| t == "key \"encryption-key-2022-01\" removed from the configuration: the API servers will no longer be able to read anything sealed with it once the next rollout drops it, including etcd backups you might restore: keep a copy of the key material outside the cluster until those backups expire"),
+        "{texts:#?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("storage scan")),
+        "{texts:#?}"
+    );
 }
 
 #[test]
