@@ -186,6 +186,58 @@ fn render_says_in_the_yaml_when_it_is_step_one_of_two() {
     assert!(!err(&o).contains("step 1 of 2"), "{}", err(&o));
 }
 
+/// A key the spec no longer names stays in the rendered config (the reconciler keeps it until
+/// its storage scan finds nothing sealed with it), and the output says so.
+#[test]
+fn render_says_in_the_yaml_which_removed_key_it_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (new, old) = (
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    );
+    std::fs::write(
+        dir.path().join("key.yaml"),
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: encryption-key-2022-02}}\nstringData: {{key: {new}}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("previous.yaml"),
+        format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - secretbox:\n      keys:\n      - name: encryption-key-2022-02\n        secret: {new}\n      - name: encryption-key-2022-01\n        secret: {old}\n  - identity: {{}}\n"),
+    )
+    .unwrap();
+    let cluster = examples().join("rotation-3-remove-old.yaml");
+    let args = [
+        "render",
+        "-f",
+        cluster.to_str().unwrap(),
+        "--secret",
+        "key.yaml",
+        "--previous",
+        "previous.yaml",
+    ];
+    let o = eargate(&args, dir.path());
+    assert!(o.status.success(), "{}", err(&o));
+    let yaml = out(&o);
+    assert!(
+        yaml.contains("# kept: key \"encryption-key-2022-01\" is no longer in the spec: the reconciler drops a removed key only when the phase is Active and a storage scan of etcd finds nothing sealed with it (render does not scan)\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("name: encryption-key-2022-01"), "{yaml}");
+    assert!(
+        !yaml.contains(old) && !yaml.contains(new),
+        "keys stay REDACTED"
+    );
+    let mut json = args.to_vec();
+    json.extend(["-o", "json"]);
+    let o = eargate(&json, dir.path());
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        err(&o).contains("note: kept: key \"encryption-key-2022-01\""),
+        "{}",
+        err(&o)
+    );
+}
+
 #[test]
 fn render_refuses_a_previous_config_without_the_active_key() {
     let dir = tempfile::tempdir().unwrap();

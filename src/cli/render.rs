@@ -157,12 +157,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for key in &rendered.drift {
         eprintln!("Warning: key {key:?}: the given Secret differs from the previously rendered material; the rendered material is kept");
     }
-    let stage = staged_note(&cluster, &rendered.writer);
+    let notes: Vec<String> = [
+        staged_note(&cluster, &rendered.writer),
+        retained_note(&cluster, &rendered.config),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     match args.output {
         Output::Json => {
             let yaml = result.yaml(args.show_keys).unwrap_or_default();
             let value: serde_json::Value = serde_yaml::from_str(&yaml)?;
-            if let Some(note) = &stage {
+            for note in &notes {
                 eprintln!("note: {note}");
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -173,13 +179,41 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 rendered.writer.active_key(),
                 rendered.hash
             );
-            if let Some(note) = &stage {
+            for note in &notes {
                 head.push_str(&format!("# {note}\n"));
             }
             print!("{head}{}", result.yaml(args.show_keys).unwrap_or_default());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keys the rendered config keeps although the spec no longer names them, said in words: the
+/// reconciler drops such a key only after its storage scan, which `render` cannot run.
+fn retained_note(cluster: &Cluster, rendered: &EncryptionConfig) -> Option<String> {
+    let spec: Vec<&str> = cluster
+        .spec
+        .encryption_configuration
+        .as_ref()
+        .and_then(|c| c.secretbox.as_ref())
+        .map(|b| b.keys.iter().map(|k| k.name.as_str()).collect())
+        .unwrap_or_default();
+    let kept: Vec<String> = rendered
+        .secretbox_key_names()
+        .filter(|k| !spec.contains(k))
+        .map(|k| format!("{k:?}"))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "kept: {} no longer in the spec: the reconciler drops a removed key only when the phase is Active and a storage scan of etcd finds nothing sealed with it (render does not scan)",
+        if kept.len() == 1 {
+            format!("key {} is", kept[0])
+        } else {
+            format!("keys {} are", kept.join(", "))
+        }
+    ))
 }
 
 /// When the rendered writer is not yet the Cluster's first key: the first step of a staged
