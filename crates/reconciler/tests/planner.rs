@@ -501,6 +501,17 @@ fn no_key_material_in_events_conditions_status_or_jobs() {
     w.key_secrets.remove("key-3");
     w.set_spec(Some(enc(true, &["secrets"], &[2, 1, 3])));
     w.reconcile();
+    // And a key removal: the retained-key condition, Events, metrics and the scan Job.
+    let (mut r, _) = key_1_removed();
+    r.store[0].seal = Some(("key-1".into(), material(1)));
+    r.finish_jobs();
+    r.reconcile();
+    r.scans.values_mut().next().unwrap().scan.state = ScanState::Failed {
+        reason: "BackoffLimitExceeded".into(),
+        at: r.now,
+    };
+    r.reconcile();
+    assert!(r.texts().contains("EncryptionKeysRetained"));
     // Every pool key, as base64 and as hex (how a byte slice would show in a message).
     let keys: Vec<String> = (0..6)
         .flat_map(|i| [b64(material(i)), hex(&material(i))])
@@ -510,6 +521,8 @@ fn no_key_material_in_events_conditions_status_or_jobs() {
         [
             ("an Event, condition, status or Job", w.texts()),
             ("the snapshot's Debug form", format!("{:?}", w.snapshot())),
+            ("a key removal's Events, conditions and scan Job", r.texts()),
+            ("its snapshot's Debug form", format!("{:?}", r.snapshot())),
         ],
     );
 }

@@ -156,14 +156,27 @@ impl Journey {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Nothing the reconciler logged, wrote onto the Cluster, or exported holds key material.
+    /// Nothing the reconciler logged, wrote onto the Cluster, recorded as an Event about it, or
+    /// exported holds key material.
     pub async fn assert_no_leak(&self) {
         let cluster = self.cluster().await.to_string();
+        let events: Api<Event> = Api::all(self.client.clone());
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(self.name()))
+            .map(|e| format!("{:?} {:?}", e.reason, e.note))
+            .collect();
+        assert!(!notes.is_empty(), "the reconciler recorded Events");
         assert_no_key_material(
             &self.keys,
             [
                 ("the reconciler log", self.reconciler.log()),
                 ("the Cluster", cluster),
+                ("the Events on the Cluster", notes.join("\n")),
                 ("the reconciler metrics", self.metrics()),
             ],
         );
