@@ -339,6 +339,16 @@ pub enum ScanState {
     },
 }
 
+impl ScanState {
+    /// When the scan ended (`None` while it runs).
+    pub fn ended_at(&self) -> Option<Timestamp> {
+        match self {
+            ScanState::Running => None,
+            ScanState::Finished { at, .. } | ScanState::Failed { at, .. } => Some(*at),
+        }
+    }
+}
+
 /// Everything the planner needs about one Cluster and its control plane, read fresh at one
 /// moment: the planner's whole input.
 #[derive(Clone, Debug)]

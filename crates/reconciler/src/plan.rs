@@ -59,7 +59,7 @@ use eargate_policy::storage_scan::KeyVerdict;
 use crate::job;
 use crate::model::{
     content_hash, Action, ClusterSnapshot, ConfigSecret, EncryptionStatusChange, EventType,
-    JobState, ReloadMode, Rollout, ScanState, Settings, ANNOTATION_RETRY_SEEN,
+    JobState, ReloadMode, Rollout, ScanState, Settings, StorageScan, ANNOTATION_RETRY_SEEN,
     ANNOTATION_SPEC_HASH, ANNOTATION_WRITERS, CONDITION_CONFIG_LOADED,
     CONDITION_ENCRYPTION_RECONCILED, CONDITION_KEYS_RETAINED,
 };
@@ -161,7 +161,10 @@ struct Facts<'a> {
     /// What the serving replicas have loaded, judged against the Secret's bytes (`None` when
     /// the Secret holds no file).
     proof: Option<Proof>,
-    /// Keys the storage scan of the Secret's config found nothing sealed with.
+    /// The latest storage scan, if it counts for the Secret's config
+    /// ([`retention::current_scan`]).
+    scan: Option<&'a StorageScan>,
+    /// Keys that scan found nothing sealed with.
     scanned_unused: BTreeSet<String>,
 }
 
@@ -235,6 +238,10 @@ impl<'a> Facts<'a> {
             retry_seen.clone()
         };
         let proof = proof_of(snapshot, settings);
+        let previous_hash = data.map(content_hash);
+        let scan = previous_hash
+            .as_deref()
+            .and_then(|hash| retention::current_scan(snapshot, hash));
         Read::Facts(Box::new(Facts {
             snapshot,
             settings,
@@ -245,7 +252,7 @@ impl<'a> Facts<'a> {
             initialized,
             secret,
             previous,
-            previous_hash: data.map(content_hash),
+            previous_hash,
             previous_spec_hash: annotation(ANNOTATION_SPEC_HASH),
             spec_hash: render::spec_hash(spec),
             retry,
@@ -253,7 +260,8 @@ impl<'a> Facts<'a> {
             attempt,
             rollout,
             proof,
-            scanned_unused: retention::scanned_unused(snapshot),
+            scan,
+            scanned_unused: retention::scanned_unused(scan),
         }))
     }
 
@@ -675,7 +683,7 @@ fn stay_active(mut out: PlanBuilder<'_>, facts: &Facts<'_>, target: &Target) -> 
         Writer::Identity => None,
     };
     let retained = retention::retained(
-        facts.snapshot,
+        facts.scan,
         &key_names(&target.config.config),
         &spec_keys,
         writer,
@@ -725,18 +733,19 @@ fn keep_retained(
         });
     }
     let latest = snapshot.scan.as_ref();
-    let current = retention::current_scan(snapshot);
-    // When the next scan is due: now when none counts (none yet, or one from before the
-    // config was written), after the backoff when the current one ended; never while one runs.
-    let due_in = match (latest.map(|l| &l.state), current.map(|c| (c, &c.state))) {
-        (Some(ScanState::Running), _) => Some(settings.poll_interval),
-        (_, None) => None,
-        (_, Some((_, ScanState::Running))) => Some(settings.poll_interval),
-        (_, Some((c, ScanState::Finished { at, .. } | ScanState::Failed { at, .. }))) => {
-            let wait =
-                retention::rescan_due_in(*at, snapshot.now, settings.scan.rescan_after(c.attempt));
-            (!wait.is_zero()).then_some(wait)
-        }
+    let current = facts.scan;
+    // When the next scan is due: never while one runs; after the backoff when the current
+    // one (which is the latest) ended; now when none counts (none yet, or one from before
+    // the config was written).
+    let due_in = if latest.is_some_and(|l| l.state == ScanState::Running) {
+        Some(settings.poll_interval)
+    } else {
+        current
+            .and_then(|c| Some((c.attempt, c.state.ended_at()?)))
+            .map(|(attempt, at)| {
+                retention::rescan_due_in(at, snapshot.now, settings.scan.rescan_after(attempt))
+            })
+            .filter(|wait| !wait.is_zero())
     };
     let (reason, message) = retention::describe(retained, current);
     if matches!(reason, "StillInUse" | "ScanInconclusive" | "ScanFailed")

@@ -10,30 +10,42 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use eargate_policy::storage_scan::KeyVerdict;
+use eargate_policy::storage_scan::{KeySummary, KeyVerdict};
 
-use crate::model::{content_hash, ClusterSnapshot, ScanState, StorageScan};
+use crate::model::{ClusterSnapshot, ScanState, StorageScan};
 
-/// The latest scan of the config in the Secret, if it counts: for the Secret's hash and
-/// created since the config was last written (under the rollout start recorded now).
-pub(crate) fn current_scan(snapshot: &ClusterSnapshot) -> Option<&StorageScan> {
+/// The latest scan, if it counts for the config whose content hash is `config_hash` (the
+/// Secret's): a scan of that config, created since it was last written (under the rollout
+/// start recorded now).
+pub(crate) fn current_scan<'a>(
+    snapshot: &'a ClusterSnapshot,
+    config_hash: &str,
+) -> Option<&'a StorageScan> {
     let scan = snapshot.scan.as_ref()?;
-    let hash = content_hash(snapshot.config_secret.as_ref()?.data.as_deref()?);
     let written = snapshot.rollout.as_ref()?.started;
-    (scan.config_hash == hash && scan.written == written).then_some(scan)
+    (scan.config_hash == config_hash && scan.written == written).then_some(scan)
 }
 
-/// Key names the current scan found unused (see [`current_scan`]).
-pub(crate) fn scanned_unused(snapshot: &ClusterSnapshot) -> BTreeSet<String> {
-    match current_scan(snapshot).map(|s| &s.state) {
-        Some(ScanState::Finished { summary, .. }) => summary
-            .keys
-            .keys()
-            .filter(|k| summary.use_of(k) == KeyVerdict::Unused)
-            .cloned()
-            .collect(),
-        _ => BTreeSet::new(),
+/// The summary of `scan` (see [`current_scan`]) when it finished.
+fn finished_summary(scan: Option<&StorageScan>) -> Option<&KeySummary> {
+    match scan.map(|s| &s.state) {
+        Some(ScanState::Finished { summary, .. }) => Some(summary),
+        _ => None,
     }
+}
+
+/// Key names the current scan found unused.
+pub(crate) fn scanned_unused(scan: Option<&StorageScan>) -> BTreeSet<String> {
+    finished_summary(scan)
+        .map(|summary| {
+            summary
+                .keys
+                .keys()
+                .filter(|k| summary.use_of(k) == KeyVerdict::Unused)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A retained key and what the current scan says about it (`None`: no finished scan).
@@ -46,15 +58,12 @@ pub(crate) struct Retained {
 /// The keys of `config_keys` that the spec no longer names and that are not the writer,
 /// each with the current scan's verdict.
 pub(crate) fn retained(
-    snapshot: &ClusterSnapshot,
+    scan: Option<&StorageScan>,
     config_keys: &[String],
     spec_keys: &BTreeSet<String>,
     writer_key: Option<&str>,
 ) -> Vec<Retained> {
-    let summary = match current_scan(snapshot).map(|s| &s.state) {
-        Some(ScanState::Finished { summary, .. }) => Some(summary),
-        _ => None,
-    };
+    let summary = finished_summary(scan);
     config_keys
         .iter()
         .filter(|k| !spec_keys.contains(*k) && Some(k.as_str()) != writer_key)
