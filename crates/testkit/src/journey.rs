@@ -126,16 +126,25 @@ impl Journey {
         s.data.unwrap()[names::DEFAULT_CONFIG_SECRET_KEY].0.clone()
     }
 
-    /// The notes of the Events with `reason` on the Cluster, oldest first.
-    pub async fn events(&self, reason: &str) -> Vec<String> {
+    /// Every Event recorded about the Cluster.
+    async fn cluster_events(&self) -> Vec<Event> {
         let events: Api<Event> = Api::all(self.client.clone());
-        let mut found: Vec<(Option<String>, String)> = events
+        events
             .list(&ListParams::default())
             .await
             .unwrap()
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(self.name()))
+            .collect()
+    }
+
+    /// The notes of the Events with `reason` on the Cluster, oldest first.
+    pub async fn events(&self, reason: &str) -> Vec<String> {
+        let mut found: Vec<(Option<String>, String)> = self
+            .cluster_events()
+            .await
+            .into_iter()
             .filter(|e| e.reason.as_deref() == Some(reason))
             .filter_map(|e| {
                 let at = e.event_time.as_ref().map(|t| t.0.to_string());
@@ -160,14 +169,10 @@ impl Journey {
     /// exported holds key material.
     pub async fn assert_no_leak(&self) {
         let cluster = self.cluster().await.to_string();
-        let events: Api<Event> = Api::all(self.client.clone());
-        let notes: Vec<String> = events
-            .list(&ListParams::default())
+        let notes: Vec<String> = self
+            .cluster_events()
             .await
-            .unwrap()
-            .items
             .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(self.name()))
             .map(|e| format!("{:?} {:?}", e.reason, e.note))
             .collect();
         assert!(!notes.is_empty(), "the reconciler recorded Events");
