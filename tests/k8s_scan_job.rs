@@ -128,15 +128,25 @@ fn condition(job: &Job, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// The Job's last Pod (one per attempt: one when it succeeded at once, two when its one
-/// retry failed too), checked to be the job controller's: labels, owner, node.
-async fn the_pod(seed_client: &kube::Client, namespace: &str, job: &Job) -> Pod {
+/// The Pod of the Job's last attempt, `run` (one Pod per attempt: one when it succeeded at
+/// once, two when its one retry failed too), checked to be the job controller's: labels,
+/// owner, node. Found by name: the API lists Pods by name, and the names end in random
+/// suffixes, so list order says nothing about which attempt came last.
+async fn the_pod(seed_client: &kube::Client, namespace: &str, job: &Job, run: &JobRun) -> Pod {
     let name = job.name_any();
     let uid = job.metadata.uid.clone().expect("a uid");
     let pods = job_pods(seed_client, namespace, &name).await;
     let attempts = if condition(job, "Complete") { 1 } else { 2 };
     assert_eq!(pods.len(), attempts, "one Pod per attempt of Job {name}");
-    let pod = pods.into_iter().last().unwrap();
+    let pod = pods
+        .into_iter()
+        .find(|p| p.name_any() == run.pod)
+        .unwrap_or_else(|| {
+            panic!(
+                "the Pod {} of attempt {} of Job {name}",
+                run.pod, run.attempt
+            )
+        });
     let pod_name = pod.name_any();
     let suffix = pod_name
         .strip_prefix(&format!("{name}-"))
@@ -310,7 +320,7 @@ fn the_storage_scan_job_reads_the_user_etcd_over_tls_and_hands_back_its_summary(
             run.stdout,
             run.stderr
         );
-        let pod = the_pod(&seed_client, &ns, &job).await;
+        let pod = the_pod(&seed_client, &ns, &job, &run).await;
         assert_eq!(phase(&pod), Some("Succeeded"));
         assert_eq!(terminated(&pod), (0, "Completed".to_owned()));
         let message = job_termination_message(&seed_client, &ns, "scan-1")
@@ -384,7 +394,7 @@ fn the_storage_scan_job_reads_the_user_etcd_over_tls_and_hands_back_its_summary(
             "a certificate etcd does not trust fails the scan: {:?}",
             job.status
         );
-        let pod = the_pod(&seed_client, &ns, &job).await;
+        let pod = the_pod(&seed_client, &ns, &job, &refused).await;
         assert_eq!(phase(&pod), Some("Failed"));
         assert_eq!(terminated(&pod), (2, "Error".to_owned()));
         let fallback = pod_termination_message(&pod).expect("the log's tail as the message");
@@ -417,7 +427,7 @@ fn the_storage_scan_job_reads_the_user_etcd_over_tls_and_hands_back_its_summary(
         )
         .await;
         assert!(condition(&job, "Complete"), "{:?}", job.status);
-        the_pod(&seed_client, &ns, &job).await;
+        the_pod(&seed_client, &ns, &job, &run_of(&hosted, "scan-2")).await;
         let message = job_termination_message(&seed_client, &ns, "scan-2")
             .await
             .expect("a message");
